@@ -96,3 +96,47 @@ def _convert_gguf(gguf: Path, target: Path, progress: Callable[[str], None]) -> 
 
 def list_local_models(workspace: Workspace) -> list[str]:
     return sorted(p.name for p in workspace.models.iterdir() if (p / "config.json").exists())
+
+
+def compute_dtype():
+    """bf16 where the GPU has it, fp16 on older GPUs, float32 on the CPU."""
+    import torch
+
+    if torch.cuda.is_available():
+        return torch.bfloat16 if torch.cuda.is_bf16_supported() else torch.float16
+    return torch.float32
+
+
+def quantization_config(quantization: str, double_quant: bool = True):
+    """bitsandbytes settings for '4bit' (NF4) or '8bit'; None for 16-bit weights."""
+    from transformers import BitsAndBytesConfig
+
+    if quantization == "4bit":
+        return BitsAndBytesConfig(load_in_4bit=True, bnb_4bit_quant_type="nf4",
+                                  bnb_4bit_use_double_quant=double_quant,
+                                  bnb_4bit_compute_dtype=compute_dtype(),
+                                  bnb_4bit_quant_storage=compute_dtype())
+    if quantization == "8bit":
+        return BitsAndBytesConfig(load_in_8bit=True)
+    return None
+
+
+def load_base_model(path: str, quantization: str = "4bit", double_quant: bool = True, device_map=None):
+    """A base model for training or chat, quantised as asked, on the GPU when there is one."""
+    import torch
+    from transformers import AutoModelForCausalLM
+
+    if device_map is None:
+        device_map = {"": torch.cuda.current_device()} if torch.cuda.is_available() else {"": "cpu"}
+    return AutoModelForCausalLM.from_pretrained(
+        path, dtype=compute_dtype(), quantization_config=quantization_config(quantization, double_quant),
+        device_map=device_map, trust_remote_code=allow_remote_code())
+
+
+def load_tokenizer(path: str):
+    from transformers import AutoTokenizer
+
+    tokenizer = AutoTokenizer.from_pretrained(path, trust_remote_code=allow_remote_code())
+    if tokenizer.pad_token is None:
+        tokenizer.pad_token = tokenizer.eos_token
+    return tokenizer

@@ -1,0 +1,131 @@
+"""A run folder (workspace/runs/<run-id>/): the complete, restart-proof record of one training run.
+
+    run.yaml       the TrainConfig            status.json   state, owner, times, pid, message
+    metrics.jsonl  one line per logged step   gpu.jsonl     one line per memory sample
+    train.log      the child's output         checkpoints/  for resuming
+    adapter/       the peft adapter           curves.png    loss, learning rate, memory
+    stop           exists while a stop is requested
+
+The training child writes status.json while it lives; the job queue writes it before (queued) and after
+(when the child died without saying how it ended). There is never more than one writer at a time.
+"""
+from __future__ import annotations
+
+import os
+import time
+from datetime import datetime
+from pathlib import Path
+
+from .config import TrainConfig
+from .workspace import Workspace, read_json, read_jsonl, safe_name, write_json
+
+ACTIVE = ("queued", "running")
+FINISHED = ("completed", "failed", "stopped", "interrupted")
+
+
+class Run:
+    def __init__(self, path: Path):
+        self.path = Path(path)
+
+    # ---- the files ----
+    @property
+    def id(self) -> str:
+        return self.path.name
+
+    @property
+    def config_path(self) -> Path:
+        return self.path / "run.yaml"
+
+    @property
+    def adapter_dir(self) -> Path:
+        return self.path / "adapter"
+
+    @property
+    def checkpoints_dir(self) -> Path:
+        return self.path / "checkpoints"
+
+    @property
+    def log_path(self) -> Path:
+        return self.path / "train.log"
+
+    @property
+    def curves_path(self) -> Path:
+        return self.path / "curves.png"
+
+    @property
+    def stop_path(self) -> Path:
+        return self.path / "stop"
+
+    @property
+    def config(self) -> TrainConfig:
+        return TrainConfig.load(self.config_path)
+
+    def status(self) -> dict:
+        return read_json(self.path / "status.json", {}) or {}
+
+    def set_status(self, **changes) -> dict:
+        status = {**self.status(), **changes}
+        write_json(self.path / "status.json", status)
+        return status
+
+    @property
+    def state(self) -> str:
+        return self.status().get("state", "unknown")
+
+    def metrics(self) -> list[dict]:
+        return read_jsonl(self.path / "metrics.jsonl")
+
+    def gpu_samples(self) -> list[dict]:
+        return read_jsonl(self.path / "gpu.jsonl")
+
+    def log_tail(self, lines: int = 30) -> str:
+        try:
+            with open(self.log_path, "rb") as f:
+                f.seek(0, os.SEEK_END)
+                f.seek(max(0, f.tell() - 20_000))
+                return "\n".join(f.read().decode("utf-8", "replace").splitlines()[-lines:])
+        except FileNotFoundError:
+            return ""
+
+    def latest_checkpoint(self) -> Path | None:
+        checkpoints = [p for p in self.checkpoints_dir.glob("checkpoint-*") if p.name.split("-")[-1].isdigit()]
+        return max(checkpoints, key=lambda p: int(p.name.split("-")[-1]), default=None)
+
+    def has_adapter(self) -> bool:
+        return (self.adapter_dir / "adapter_config.json").exists()
+
+    def request_stop(self) -> None:
+        self.stop_path.touch()
+
+    @property
+    def stop_requested(self) -> bool:
+        return self.stop_path.exists()
+
+
+def create_run(workspace: Workspace, config: TrainConfig, owner: str = "local", name: str = "") -> Run:
+    """A new run folder holding run.yaml and a 'queued' status."""
+    config.validate()
+    stamp = datetime.now().strftime("%Y%m%d-%H%M%S")
+    base = safe_name(f"{stamp}-{name or config.preset}", stamp)
+    path, n = workspace.runs / base, 1
+    while path.exists():
+        n += 1
+        path = workspace.runs / f"{base}-{n}"
+    path.mkdir(parents=True)
+    run = Run(path)
+    config.save(run.config_path)
+    run.set_status(state="queued", owner=owner, name=name or config.preset, created=time.time(), queued_at=time.time())
+    return run
+
+
+def list_runs(workspace: Workspace) -> list[Run]:
+    """Every run, newest first."""
+    runs = [Run(p) for p in workspace.runs.iterdir() if (p / "run.yaml").exists()]
+    return sorted(runs, key=lambda r: r.status().get("created", 0), reverse=True)
+
+
+def find_run(workspace: Workspace, run_id: str) -> Run:
+    path = workspace.inside(workspace.runs / safe_name(run_id))
+    if not (path / "run.yaml").exists():
+        raise FileNotFoundError(f"No run called '{run_id}' in {workspace.runs}")
+    return Run(path)
