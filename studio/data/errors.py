@@ -1,0 +1,20 @@
+"""What goes wrong with a user's data: a whole file that cannot be used, or one row that is skipped."""
+from __future__ import annotations
+
+from dataclasses import asdict, dataclass
+
+
+class DatasetError(ValueError):
+    """A file, a setting or a row that cannot be used; the message names it and says how to fix it."""
+
+
+@dataclass(frozen=True)
+class Problem:
+    """One skipped row. Rows are numbered as the user sees them: the line of a JSONL or text file,
+    the data row after the header of a CSV file, the position (from 1) in a JSON array."""
+
+    row: int
+    reason: str
+
+    def to_json(self) -> dict:
+        return asdict(self)

@@ -1,0 +1,155 @@
+"""Turn table rows into training records, checking each row and naming the ones that cannot be used.
+
+A chat record is {"messages": [{"role": "system" | "user" | "assistant", "content": str}, ...]};
+a raw-text record is {"text": str}.
+"""
+from __future__ import annotations
+
+import math
+
+from .errors import DatasetError, Problem
+from .readers import Table
+from .shapes import FORMATS, as_turns
+
+ROLES = {"system": "system", "user": "user", "human": "user", "assistant": "assistant", "gpt": "assistant",
+         "bot": "assistant", "model": "assistant", "chatgpt": "assistant"}
+
+
+def normalise(table: Table, fmt: str, mapping: dict[str, str]) -> tuple[list[dict], list[Problem]]:
+    """The valid records, and a problem for every row that was skipped (the reader's ones included)."""
+    numbered, problems = normalise_numbered(table, fmt, mapping)
+    return [record for _, record in numbered], problems
+
+
+def normalise_numbered(table: Table, fmt: str, mapping: dict[str, str]) -> tuple[list[tuple[int, dict]], list[Problem]]:
+    """Like normalise, with each record's row number kept beside it."""
+    if fmt not in FORMATS:
+        raise DatasetError(f"Unknown format '{fmt}'. Choose one of: {', '.join(FORMATS)}.")
+    columns = {field: column for column, field in mapping.items()}
+    make = _chat if fmt in ("sharegpt", "messages") else _text if fmt == "text" else _qa
+    records, problems = [], list(table.problems)
+    for number, row in zip(table.row_numbers, table.rows):
+        record, reasons = make(row, columns)
+        if reasons:
+            problems.append(Problem(number, "; ".join(reasons)))
+        else:
+            records.append((number, record))
+    problems.sort(key=lambda p: p.row)
+    return records, problems
+
+
+def _qa(row: dict, columns: dict[str, str]) -> tuple[dict | None, list[str]]:
+    """alpaca (instruction, input, output) and completion (prompt, completion) rows."""
+    reasons: list[str] = []
+    user = _field(row, columns.get("instruction") or columns.get("prompt"), True, reasons)
+    extra = _field(row, columns.get("input"), False, reasons)
+    answer = _field(row, columns.get("output") or columns.get("completion"), True, reasons)
+    system = _field(row, columns.get("system"), False, reasons)
+    if reasons:
+        return None, reasons
+    messages = [{"role": "system", "content": system}] if system else []
+    messages.append({"role": "user", "content": f"{user}\n\n{extra}" if extra else user})
+    messages.append({"role": "assistant", "content": answer})
+    return {"messages": messages}, []
+
+
+def _text(row: dict, columns: dict[str, str]) -> tuple[dict | None, list[str]]:
+    reasons: list[str] = []
+    text = _field(row, columns["text"], True, reasons)
+    return (None, reasons) if reasons else ({"text": text}, [])
+
+
+def _chat(row: dict, columns: dict[str, str]) -> tuple[dict | None, list[str]]:
+    """sharegpt (from/value) and messages (role/content) rows; either kind of turn is accepted."""
+    column = columns.get("conversations") or columns["messages"]
+    reasons: list[str] = []
+    system = _field(row, columns.get("system"), False, reasons)
+    if column not in row:
+        return None, [f"missing field '{column}'"]
+    raw = row[column]
+    turns = as_turns(raw)
+    if turns is None:
+        if isinstance(raw, str) and raw.lstrip().startswith("["):
+            return None, [f"'{column}' is not valid JSON"]
+        if raw in (None, "", []):
+            return None, [f"'{column}' is empty"]
+        return None, [f"'{column}' holds {_a(raw)}, expected a list of turns with role and content"]
+    messages = []
+    for i, turn in enumerate(turns, 1):
+        if not isinstance(turn, dict):
+            reasons.append(f"turn {i} is {_a(turn)}, expected an object with role and content")
+            continue
+        raw_role = turn.get("role", turn.get("from"))
+        if raw_role is None:
+            reasons.append(f"turn {i} has no role")
+            continue
+        role = ROLES.get(raw_role.strip().lower()) if isinstance(raw_role, str) else None
+        if role is None:
+            reasons.append(f"turn {i} has unknown role '{raw_role}' (use system, user or assistant; "
+                           "human and gpt also work)")
+            continue
+        key = next((k for k in ("content", "value", "text") if k in turn), None)
+        if key is None:
+            reasons.append(f"turn {i} ({role}) has no content")
+            continue
+        content = _turn_text(turn[key], i, role, reasons)
+        if content is not None:
+            messages.append({"role": role, "content": content})
+    if not reasons and not any(m["role"] == "assistant" for m in messages):
+        reasons.append("no assistant turn, so there is no answer to learn from")
+    if reasons:
+        return None, reasons
+    if system and messages[0]["role"] != "system":
+        messages.insert(0, {"role": "system", "content": system})
+    return {"messages": messages}, []
+
+
+def _turn_text(value, i: int, role: str, reasons: list[str]) -> str | None:
+    if isinstance(value, list):
+        # OpenAI-style content parts: only text parts can be trained
+        if all(isinstance(p, dict) and p.get("type") == "text" and isinstance(p.get("text"), str) for p in value):
+            value = "".join(p["text"] for p in value)
+        else:
+            reasons.append(f"turn {i} ({role}) holds an image or other non-text part; only text can be trained")
+            return None
+    text = _as_text(value)
+    if text is None:
+        reasons.append(f"turn {i} ({role}) holds {_a(value)}, expected text")
+    elif not text.strip():
+        reasons.append(f"turn {i} ({role}) is empty")
+        return None
+    return text
+
+
+def _field(row: dict, column: str | None, required: bool, reasons: list[str]) -> str:
+    """The text in a column, or '' with a reason added when a required value is missing or wrong."""
+    if column is None:
+        return ""
+    if column not in row:
+        if required:
+            reasons.append(f"missing field '{column}'")
+        return ""
+    value = row[column]
+    text = _as_text(value)
+    if text is None:
+        reasons.append(f"'{column}' holds {_a(value)}, expected text")
+        return ""
+    if required and not text.strip():
+        reasons.append(f"'{column}' is empty")
+    return text if text.strip() else ""
+
+
+def _as_text(value) -> str | None:
+    """Text as is, numbers as their digits, missing values (null, NaN) as ''; None for anything else."""
+    if value is None or (isinstance(value, float) and math.isnan(value)):
+        return ""
+    if isinstance(value, str):
+        return value
+    if isinstance(value, (int, float)) and not isinstance(value, bool):
+        return str(value)
+    return None
+
+
+def _a(value) -> str:
+    names = {list: "a list", dict: "an object", bool: "true/false", str: "text"}
+    return names.get(type(value), f"a {type(value).__name__}")

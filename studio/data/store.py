@@ -1,0 +1,119 @@
+"""Saved datasets: workspace/datasets/<name>/ holds original.<ext>, records.jsonl and report.json."""
+from __future__ import annotations
+
+import json
+import re
+import shutil
+import tempfile
+import time
+from pathlib import Path
+
+from ..workspace import UnsafePath, Workspace, read_json, safe_name, write_json
+from .errors import DatasetError
+from .report import DatasetReport, inspect_file
+
+RECORDS = "records.jsonl"
+REPORT = "report.json"
+_KIND_EXTENSIONS = {"text": ".txt"}
+
+
+def save_dataset(workspace: Workspace, name: str, source_path: str | Path, report: DatasetReport,
+                 overwrite: bool = False) -> Path:
+    """Store the upload, its valid records and its report under datasets/<safe name>/. An existing
+    dataset of that name is only replaced with overwrite=True, and then only once the new one is complete."""
+    if not report.records:
+        raise DatasetError(f"{report.file} has no valid rows to save. Fix the problems listed in the report first.")
+    folder = safe_name(name, "dataset")
+    try:
+        target = workspace.inside(workspace.datasets / folder)
+    except UnsafePath:
+        raise DatasetError(f"'{name}' cannot be used as a dataset name. Use letters, digits, '-' and '_'.") from None
+    if target.exists() and not overwrite:
+        raise DatasetError(f"A dataset called '{folder}' already exists. Choose another name, or choose to "
+                           "replace it.")
+    source = Path(source_path)
+    suffix = source.suffix.lower()
+    if not re.fullmatch(r"\.[a-z0-9]{1,10}", suffix):
+        suffix = _KIND_EXTENSIONS.get(report.kind, f".{report.kind}")
+    # Built in a hidden folder beside the target, then renamed into place: never seen half written.
+    staging = Path(tempfile.mkdtemp(dir=workspace.datasets, prefix=f".{folder}.", suffix=".partial"))
+    try:
+        try:
+            shutil.copyfile(source, staging / f"original{suffix}")
+        except OSError as e:
+            raise DatasetError(f"{source.name} cannot be copied into the workspace ({e.strerror}).") from None
+        with open(staging / RECORDS, "w", encoding="utf-8") as f:
+            for record in report.records:
+                f.write(json.dumps(record, ensure_ascii=False) + "\n")
+        write_json(staging / REPORT, {**report.to_json(), "name": folder, "saved_at": time.time()})
+        if target.exists():
+            retired = staging.with_name(f".{folder}.old-{staging.name}")
+            target.rename(retired)
+            try:
+                staging.rename(target)
+            except OSError:
+                retired.rename(target)  # put the old dataset back rather than lose it
+                raise
+            shutil.rmtree(retired, ignore_errors=True)
+        else:
+            staging.rename(target)  # fails, rather than merging, if the name was taken meanwhile
+    except OSError as e:
+        raise DatasetError(f"The dataset '{folder}' could not be saved ({e.strerror or e}). Check the free "
+                           "disk space, or choose another name.") from None
+    finally:
+        shutil.rmtree(staging, ignore_errors=True)
+    return target
+
+
+def list_datasets(workspace: Workspace) -> list[dict]:
+    """A summary of every saved dataset, by name: name, path, file, format, rows, valid, invalid, tokens."""
+    found = []
+    for folder in sorted(workspace.datasets.iterdir()):
+        if folder.name.startswith(".") or not (folder / RECORDS).is_file():
+            continue  # hidden folders are saves in progress
+        info = read_json(folder / REPORT, {}) or {}
+        found.append({"name": folder.name, "path": str(folder),
+                      **{k: info.get(k) for k in ("file", "format", "rows", "valid", "invalid", "tokens")}})
+    return found
+
+
+def load_records(spec: str | Path, workspace: Workspace) -> tuple[list[dict], dict]:
+    """The records to train on and their report. spec is a saved dataset's name, a dataset folder, or a
+    data file, which is then inspected on the spot (its invalid rows are skipped)."""
+    text = str(spec).strip()
+    if not text:
+        raise DatasetError("No dataset chosen. Pick a saved dataset or a data file.")
+    named = workspace.datasets / safe_name(text)
+    if safe_name(text) == text and (named / RECORDS).is_file():
+        return _read_saved(named)
+    path = Path(text).expanduser()
+    if path.is_dir():
+        if not (path / RECORDS).is_file():
+            raise DatasetError(f"{path} is a folder but not a saved dataset (it has no {RECORDS}). "
+                               "Pick the dataset's folder, or the data file itself.")
+        return _read_saved(path)
+    if path.is_file():
+        report = inspect_file(path)
+        if not report.records:
+            raise DatasetError(f"{path.name} has no valid rows. Inspect it to see what is wrong with each row.")
+        return report.records, report.to_json()
+    saved = ", ".join(d["name"] for d in list_datasets(workspace)) or "none yet"
+    raise DatasetError(f"No dataset called '{text}' in {workspace.datasets} and no file or folder at that path. "
+                       f"Saved datasets: {saved}.")
+
+
+def _read_saved(folder: Path) -> tuple[list[dict], dict]:
+    records = []
+    with open(folder / RECORDS, encoding="utf-8") as f:
+        for number, line in enumerate(f, 1):
+            try:
+                record = json.loads(line)
+            except ValueError:
+                record = None
+            if not isinstance(record, dict) or not ("messages" in record or "text" in record):
+                raise DatasetError(f"{folder.name}/{RECORDS} is damaged at line {number}. Save the dataset again "
+                                   "from its original file.")
+            records.append(record)
+    if not records:
+        raise DatasetError(f"{folder.name}/{RECORDS} holds no records. Save the dataset again from its original file.")
+    return records, read_json(folder / REPORT, {}) or {}
