@@ -1,25 +1,30 @@
-"""The command line: python -m studio {data,train,chat,merge} ... (each area adds its own commands)."""
+"""The command line: python -m studio {data,train,chat,merge} ... (each area adds its own command)."""
 from __future__ import annotations
 
 import argparse
 import importlib
 import sys
 
-# Each of these packages has a cli.py with register(subparsers); a command sets args.func(args) -> exit code.
-AREAS = ("data", "training", "inference", "export")
+# command -> the module whose register(subparsers) adds it and sets args.func(args) -> exit code
+COMMANDS = {"data": "studio.data.cli", "train": "studio.training.cli", "chat": "studio.inference.cli",
+            "merge": "studio.export.cli"}
 
 
-def build_parser() -> argparse.ArgumentParser:
+def build_parser(only: str | None = None) -> argparse.ArgumentParser:
+    """The parser; with `only`, just that command's module is imported, so a training child starts fast."""
     parser = argparse.ArgumentParser(prog="python -m studio", description="LoRA Studio from the command line.")
     parser.add_argument("--workspace", help="the workspace folder (default: ./workspace)")
     commands = parser.add_subparsers(dest="command", required=True)
-    for area in AREAS:
-        importlib.import_module(f"studio.{area}.cli").register(commands)
+    for command, module in COMMANDS.items():
+        if only in (None, command):
+            importlib.import_module(module).register(commands)
     return parser
 
 
 def main(argv: list[str] | None = None) -> int:
-    args = build_parser().parse_args(argv)
+    argv = sys.argv[1:] if argv is None else argv
+    command = next((a for a in argv if a in COMMANDS), None)
+    args = build_parser(command).parse_args(argv)
     return int(args.func(args) or 0)
 
 

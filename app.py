@@ -1,0 +1,64 @@
+"""LoRA Studio: fine-tune open LLMs with LoRA/QLoRA from the browser. Run `python app.py --help`."""
+from __future__ import annotations
+
+import argparse
+import os
+import sys
+from pathlib import Path
+
+
+def parse_args(argv=None) -> argparse.Namespace:
+    p = argparse.ArgumentParser(description="LoRA Studio, in the browser.")
+    p.add_argument("--host", default="127.0.0.1",
+                   help="address to listen on (default 127.0.0.1: this machine only; 0.0.0.0 for the whole lab)")
+    p.add_argument("--port", type=int, default=7860, help="port to listen on (default 7860)")
+    p.add_argument("--workspace", default=None, help="folder for datasets, models, runs and exports (default ./workspace)")
+    p.add_argument("--auth", action="append", default=[], metavar="USER:PASSWORD",
+                   help="a login; repeat for several people. With no login, anyone who reaches the port may use it")
+    p.add_argument("--auth-file", help="a file of USER:PASSWORD lines, one login each")
+    p.add_argument("--admin", action="append", default=[], metavar="USER",
+                   help="a user who may stop or delete anyone's runs; repeat for several")
+    p.add_argument("--max-upload-mb", type=int, default=200, help="largest dataset upload accepted (default 200 MB)")
+    p.add_argument("--gpus", default=None,
+                   help="GPUs the job queue may use, e.g. 0,1 (default: all visible; none: train on the CPU)")
+    p.add_argument("--allow-remote-code", action="store_true",
+                   help="let models run their own Python code (trust_remote_code); only for models you trust")
+    return p.parse_args(argv)
+
+
+def read_logins(args) -> list[tuple[str, str]]:
+    lines = list(args.auth)
+    if args.auth_file:
+        lines += [l.strip() for l in Path(args.auth_file).read_text().splitlines() if l.strip() and not l.startswith("#")]
+    logins = []
+    for line in lines:
+        user, sep, password = line.partition(":")
+        if not sep or not user or not password:
+            sys.exit(f"error: a login must look like USER:PASSWORD (got '{line}')")
+        logins.append((user, password))
+    return logins
+
+
+def main(argv=None) -> None:
+    args = parse_args(argv)
+    if args.allow_remote_code:
+        os.environ["STUDIO_ALLOW_REMOTE_CODE"] = "1"  # read by studio.models, also in the training children
+    from studio.jobs import JobQueue
+    from studio.models import resolve_model
+    from studio.ui.app import build_app
+    from studio.ui.context import Studio
+    from studio.workspace import Workspace
+
+    workspace = Workspace.at(args.workspace)
+    resolve_model("embedded", workspace)  # converts the embedded default model on the first start
+    slots = None if args.gpus is None else ([] if args.gpus == "none" else args.gpus.split(","))
+    queue = JobQueue(workspace, slots=slots or ([""] if slots == [] else None))
+    studio = Studio(workspace, queue, admins=set(args.admin), max_upload_mb=args.max_upload_mb)
+    logins = read_logins(args)
+    build_app(studio).launch(
+        server_name=args.host, server_port=args.port, auth=logins or None,
+        max_file_size=f"{args.max_upload_mb}mb", allowed_paths=[str(workspace.exports)], show_error=False)
+
+
+if __name__ == "__main__":
+    main()

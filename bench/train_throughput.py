@@ -1,0 +1,229 @@
+"""Training speed and memory: LoRA Studio's engine against the plain recipe, side by side on one GPU.
+
+The plain recipe is what a careful person writes from the transformers + peft + bitsandbytes docs: NF4
+base (double quantisation, bf16 compute), prepare_model_for_kbit_training, LoRA, padded batches, gradient
+checkpointing, SDPA attention, transformers' Trainer. LoRA Studio's engine is studio.training.trainer's
+build_trainer, exactly as a run uses it. Both see the same sequences in the same batches (random token ids
+with lengths drawn like a chat dataset's), the same model shape (random weights), rank, target modules
+and batch size.
+
+    python bench/train_throughput.py --shape llama2-7b     # on the GPU machine
+    python bench/train_throughput.py --shape tiny --steps 4 --warmup 1   # a smoke run on the CPU
+"""
+from __future__ import annotations
+
+import argparse
+import gc
+import json
+import math
+import random
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+import torch
+
+sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
+
+SHAPES = {
+    "llama2-7b": dict(model_type="llama", hidden_size=4096, intermediate_size=11008, num_hidden_layers=32,
+                      num_attention_heads=32, num_key_value_heads=32, vocab_size=32000),
+    "qwen2.5-3b": dict(model_type="qwen2", hidden_size=2048, intermediate_size=11008, num_hidden_layers=36,
+                       num_attention_heads=16, num_key_value_heads=2, vocab_size=151936, tie_word_embeddings=True),
+    "tiny": dict(model_type="llama", hidden_size=256, intermediate_size=688, num_hidden_layers=2,
+                 num_attention_heads=4, num_key_value_heads=4, vocab_size=1000),
+}
+# Dense bf16 peak of the card, for model FLOPs utilisation.
+PEAK_TFLOPS = {"H100": 989.0, "H200": 989.0, "A100": 312.0}
+TARGETS = ["q_proj", "k_proj", "v_proj", "o_proj", "gate_proj", "up_proj", "down_proj"]
+
+
+def chat_lengths(count: int, seed: int, max_length: int) -> list[int]:
+    """Token lengths spread like a chat dataset's: log-normal, median 300 tokens, a long tail, capped."""
+    rng = random.Random(seed)
+    return [max(16, min(max_length, int(rng.lognormvariate(math.log(300), 0.9)))) for _ in range(count)]
+
+
+def make_model_dir(shape: str, root: Path) -> Path:
+    from transformers import AutoConfig, AutoModelForCausalLM, PreTrainedTokenizerFast
+    from tokenizers import Tokenizer
+    from tokenizers.models import WordLevel
+
+    folder = root / f"random-{shape}"
+    if (folder / "config.json").exists():
+        return folder
+    spec = dict(SHAPES[shape])
+    config = AutoConfig.for_model(spec.pop("model_type"), **spec, max_position_embeddings=4096)
+    device = "cuda" if torch.cuda.is_available() else "cpu"
+    with torch.device(device):
+        model = AutoModelForCausalLM.from_config(config, dtype=torch.bfloat16)
+    model.save_pretrained(folder)
+    # Token ids are synthetic; the trainers only need a tokenizer that knows its pad token.
+    tokenizer = PreTrainedTokenizerFast(tokenizer_object=Tokenizer(WordLevel({"<pad>": 0, "<unk>": 1}, "<unk>")),
+                                        pad_token="<pad>", eos_token="<pad>", unk_token="<unk>")
+    tokenizer.save_pretrained(folder)
+    del model
+    gc.collect()
+    return folder
+
+
+class Stopwatch:
+    """A TrainerCallback timing the steps after warm-up, and the tokens they trained."""
+
+    def __init__(self, warmup: int):
+        from transformers import TrainerCallback
+
+        self.warmup = warmup
+        self.start = self.end = None
+        watch = self
+
+        class _Callback(TrainerCallback):
+            def on_step_end(self, args, state, control, **kwargs):
+                if torch.cuda.is_available():
+                    torch.cuda.synchronize()
+                if state.global_step == watch.warmup:
+                    watch.start = (time.perf_counter(), state.num_input_tokens_seen)
+                watch.end = (time.perf_counter(), state.num_input_tokens_seen)
+
+        self.callback = _Callback()
+
+    def tokens_per_second(self) -> float:
+        return (self.end[1] - self.start[1]) / (self.end[0] - self.start[0])
+
+
+def sequences(lengths: list[int], vocab: int, seed: int) -> list[list[int]]:
+    rng = random.Random(seed + 1)
+    return [[rng.randrange(2, vocab) for _ in range(n)] for n in lengths]
+
+
+def run_plain_recipe(model_dir, data, args) -> dict:
+    from datasets import Dataset
+    from peft import LoraConfig, get_peft_model, prepare_model_for_kbit_training
+    from transformers import (AutoModelForCausalLM, AutoTokenizer, BitsAndBytesConfig,
+                              DataCollatorForSeq2Seq, Trainer, TrainingArguments)
+
+    on_gpu = torch.cuda.is_available()
+    model = AutoModelForCausalLM.from_pretrained(
+        model_dir, attn_implementation="sdpa", dtype=torch.bfloat16 if on_gpu else torch.float32,
+        quantization_config=BitsAndBytesConfig(load_in_4bit=True, bnb_4bit_quant_type="nf4",
+                                               bnb_4bit_use_double_quant=True,
+                                               bnb_4bit_compute_dtype=torch.bfloat16 if on_gpu else torch.float32),
+        device_map={"": 0} if on_gpu else {"": "cpu"})
+    model = prepare_model_for_kbit_training(model, use_gradient_checkpointing=True,
+                                            gradient_checkpointing_kwargs={"use_reentrant": False})
+    model = get_peft_model(model, LoraConfig(r=args.rank, lora_alpha=2 * args.rank, target_modules=TARGETS,
+                                             lora_dropout=0.0, task_type="CAUSAL_LM"))
+    tokenizer = AutoTokenizer.from_pretrained(model_dir)
+    dataset = Dataset.from_list([{"input_ids": ids, "labels": ids, "attention_mask": [1] * len(ids)} for ids in data])
+    watch = Stopwatch(args.warmup)
+    trainer = Trainer(
+        model=model, train_dataset=dataset,
+        data_collator=DataCollatorForSeq2Seq(tokenizer, padding="longest"),
+        callbacks=[watch.callback],
+        args=TrainingArguments(
+            output_dir=tempfile.mkdtemp(), per_device_train_batch_size=args.batch, max_steps=args.steps,
+            learning_rate=2e-4, gradient_checkpointing=True, gradient_checkpointing_kwargs={"use_reentrant": False},
+            bf16=on_gpu, logging_steps=1000, save_strategy="no", report_to="none", disable_tqdm=True,
+            include_num_input_tokens_seen="non_padding", seed=args.seed, dataloader_num_workers=0))
+    return _measure(trainer, watch)
+
+
+def run_studio(model_dir, data, args, **overrides) -> dict:
+    from datasets import Dataset
+    from transformers import AutoTokenizer
+
+    from studio.config import TrainConfig
+    from studio.training.trainer import build_trainer
+
+    config = TrainConfig(**{**dict(model=str(model_dir), dataset="bench", quantization="4bit", lora_r=args.rank,
+                                   lora_alpha=2 * args.rank, lora_dropout=0.0, target_modules=TARGETS,
+                                   batch_size=args.batch, grad_accum=1, max_length=args.max_length,
+                                   max_steps=args.steps, gradient_checkpointing=True, optimizer="adamw_torch",
+                                   val_fraction=0.0, seed=args.seed, warmup_ratio=0.0, save_steps=10**6,
+                                   logging_steps=1000), **overrides})
+    dataset = Dataset.from_list([{"input_ids": ids, "assistant_masks": [1] * len(ids)} for ids in data])
+    watch = Stopwatch(args.warmup)
+    trainer = build_trainer(config, str(model_dir), AutoTokenizer.from_pretrained(model_dir), dataset, None,
+                            tempfile.mkdtemp(), [watch.callback])
+    return _measure(trainer, watch)
+
+
+def _measure(trainer, watch) -> dict:
+    if torch.cuda.is_available():
+        torch.cuda.empty_cache()
+        torch.cuda.reset_peak_memory_stats()
+    trainer.args.shuffle_dataset = False
+    trainer.train()
+    result = {"tok_s": round(watch.tokens_per_second(), 1),
+              "peak_gb": round(torch.cuda.max_memory_allocated() / 2**30, 2) if torch.cuda.is_available() else None}
+    del trainer
+    gc.collect()
+    if torch.cuda.is_available():
+        torch.cuda.empty_cache()
+    return result
+
+
+def matmul_params(shape: str) -> int:
+    """Parameters that take part in each token's matrix products (the output head included)."""
+    s = SHAPES[shape]
+    h, i, n, v = s["hidden_size"], s["intermediate_size"], s["num_hidden_layers"], s["vocab_size"]
+    head = h // s["num_attention_heads"]
+    kv = s["num_key_value_heads"] * head
+    return n * (2 * h * h + 2 * h * kv + 3 * h * i) + v * h
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--shape", choices=SHAPES, default="llama2-7b")
+    parser.add_argument("--steps", type=int, default=24)
+    parser.add_argument("--warmup", type=int, default=4)
+    parser.add_argument("--batch", type=int, default=8)
+    parser.add_argument("--rank", type=int, default=16)
+    parser.add_argument("--max-length", type=int, default=2048)
+    parser.add_argument("--seed", type=int, default=0)
+    parser.add_argument("--models", default=tempfile.gettempdir(), help="where the random models are written")
+    parser.add_argument("--skip-low-vram", action="store_true")
+    parser.add_argument("--out", default=str(Path(__file__).parent / "results" / "train_throughput.json"))
+    args = parser.parse_args()
+
+    model_dir = make_model_dir(args.shape, Path(args.models))
+    vocab = SHAPES[args.shape]["vocab_size"]
+    data = sequences(chat_lengths(args.steps * args.batch, args.seed, args.max_length), vocab, args.seed)
+    gpu = torch.cuda.get_device_name() if torch.cuda.is_available() else "cpu"
+
+    baseline = run_plain_recipe(model_dir, data, args)
+    print("plain recipe", baseline, flush=True)
+    studio = run_studio(model_dir, data, args)
+    print("LoRA Studio", studio, flush=True)
+
+    n = matmul_params(args.shape)
+    peak = next((tf for name, tf in PEAK_TFLOPS.items() if name in gpu), None)
+    # LoRA on a frozen base: 2N forward + 2N for the input gradients, + 2N when checkpointing recomputes.
+    mfu = round(studio["tok_s"] * 6 * n / (peak * 1e12), 4) if peak else None
+    result = {"gpu": gpu, "model_shape": args.shape, "rank": args.rank, "targets": TARGETS, "batch": args.batch,
+              "timed_steps": args.steps - args.warmup, "baseline_tok_s": baseline["tok_s"],
+              "studio_tok_s": studio["tok_s"], "ratio": round(studio["tok_s"] / baseline["tok_s"], 3),
+              "studio_mfu": mfu, "baseline_peak_gb": baseline["peak_gb"], "studio_peak_gb": studio["peak_gb"],
+              "torch": torch.__version__}
+    if not args.skip_low_vram:
+        from studio.config import load_presets
+
+        low = load_presets()["low-vram-16gb"].settings
+        long_data = sequences([2048] * 6, vocab, args.seed)
+        small = argparse.Namespace(**{**vars(args), "batch": 1, "steps": 6, "warmup": 2})
+        result["low_vram_7b_2k_peak_gb"] = run_studio(
+            model_dir, long_data, small, optimizer=low["optimizer"] if torch.cuda.is_available() else "adamw_torch",
+            lora_r=low["lora_r"], lora_alpha=low["lora_alpha"], target_modules=low["target_modules"],
+            grad_accum=1, max_length=2048)["peak_gb"]
+        result["low_vram_shape"] = args.shape
+    out = Path(args.out)
+    out.parent.mkdir(parents=True, exist_ok=True)
+    existing = json.loads(out.read_text()) if out.exists() else {}
+    existing[args.shape] = result
+    out.write_text(json.dumps(existing, indent=2) + "\n")
+    print(json.dumps(result, indent=2))
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,140 @@
+"""The model card (README.md) of a merged model: what it is, how it was trained, the merge check, how to load it."""
+from __future__ import annotations
+
+import shutil
+from pathlib import Path
+
+from ..models import EMBEDDED, EMBEDDED_LABEL, EMBEDDED_NAME
+from ..runs import Run
+from ..workspace import Workspace, write_atomic
+from .dataset import dataset_report
+from .verify import MergeCheck
+
+CURVES = "curves.png"
+
+_SETTINGS = (  # (TrainConfig field, how the card names it)
+    ("preset", "Preset"),
+    ("quantization", "Base weights during training"),
+    ("lora_r", "LoRA rank (r)"),
+    ("lora_alpha", "LoRA alpha"),
+    ("lora_dropout", "LoRA dropout"),
+    ("target_modules", "Adapted layers"),
+    ("learning_rate", "Learning rate"),
+    ("epochs", "Epochs"),
+    ("max_steps", "Max steps (-1: set by epochs)"),
+    ("batch_size", "Batch size"),
+    ("grad_accum", "Gradient accumulation"),
+    ("max_length", "Max length (tokens)"),
+    ("lr_scheduler", "Learning-rate schedule"),
+    ("warmup_ratio", "Warm-up ratio"),
+    ("optimizer", "Optimizer"),
+    ("seed", "Seed"),
+)
+
+_USAGE = '''```python
+from transformers import AutoModelForCausalLM, AutoTokenizer
+
+path = "path/to/this/folder"  # the unzipped folder that holds this README
+tokenizer = AutoTokenizer.from_pretrained(path)
+model = AutoModelForCausalLM.from_pretrained(path, dtype="auto")
+
+messages = [{"role": "user", "content": "Hello! What can you do?"}]
+inputs = tokenizer.apply_chat_template(messages, add_generation_prompt=True,
+                                       return_tensors="pt", return_dict=True).to(model.device)
+output = model.generate(**inputs, max_new_tokens=100)
+print(tokenizer.decode(output[0][inputs["input_ids"].shape[1]:], skip_special_tokens=True))
+```'''
+
+
+def write_card(folder: Path, run: Run, workspace: Workspace, check: MergeCheck) -> Path:
+    """Write README.md into the merged model folder (copying the run's curves beside it) and return its path."""
+    folder = Path(folder)
+    if run.curves_path.exists():
+        shutil.copyfile(run.curves_path, folder / CURVES)
+    path = folder / "README.md"
+    write_atomic(path, render_card(run, workspace, check, files=sorted(
+        {p.relative_to(folder).as_posix() for p in folder.rglob("*") if p.is_file()} | {path.name})))
+    return path
+
+
+def render_card(run: Run, workspace: Workspace, check: MergeCheck, files: list[str]) -> str:
+    config = run.config
+    base = _base_label(config.model)
+    title = run.status().get("name") or run.id
+    lines = []
+    if _is_hub_id(config.model):
+        lines += ["---", f"base_model: {config.model}", "library_name: transformers",
+                  "tags: [lora, merged, lora-studio]", "---", ""]
+    lines += [
+        f"# {title}: {base} fine-tuned with LoRA",
+        "",
+        f"This is **{base}** with a LoRA adapter (run `{run.id}`, trained in LoRA Studio) merged into its "
+        "weights. It is a standalone model: it loads like any transformers model and needs no peft.",
+        "",
+    ]
+    if config.quantization in ("4bit", "8bit"):
+        lines += [f"The adapter was trained on the {config.quantization[0]}-bit quantised base (QLoRA) and merged "
+                  f"into the original 16-bit weights, saved here in {check.dtype}: the usual way to export such an "
+                  "adapter, since merging into 4-bit weights would round most of it away.", ""]
+    lines += ["## Training data", "", f"- Dataset: `{config.dataset}`" + _dataset_size(workspace, config.dataset),
+              "", "## Settings", "", "| setting | value |", "| --- | --- |"]
+    for name, label in _SETTINGS:
+        value = getattr(config, name)
+        lines.append(f"| {label} | {', '.join(value) if isinstance(value, list) else value} |")
+    lines += ["", "## Results", ""] + _losses(run.metrics())
+    if CURVES in files:
+        lines += ["", f"![Training curves: loss, learning rate and memory]({CURVES})"]
+    lines += [
+        "", "## Merge check", "",
+        f"The merged model and base + adapter read the same {_texts(check)} ({check.positions} token positions, "
+        f"in {check.dtype}):", "",
+        "| measure | value |", "| --- | --- |",
+        f"| Largest logit difference, merged vs base + adapter | {check.merge_diff:.3g} |",
+        f"| Largest logit change the adapter makes (base vs base + adapter) | {check.adapter_effect:.3g} |",
+        f"| Same next token, merged vs base + adapter | {check.token_agreement:.1%} |",
+        "", f"**{check.verdict}**", "",
+        "## How to use it", "",
+        "With Python and the `transformers` library (`pip install transformers torch`):", "",
+        _USAGE, "",
+        "## Files", "",
+    ]
+    lines += [f"- `{name}`" for name in files]
+    return "\n".join(lines) + "\n"
+
+
+def _texts(check: MergeCheck) -> str:
+    examples = f" and the first {check.dataset_examples} examples of the dataset" if check.dataset_examples else ""
+    return f"{check.prompts} fixed prompts{examples}"
+
+
+def _base_label(spec: str) -> str:
+    if spec in (EMBEDDED, EMBEDDED_NAME, EMBEDDED_LABEL):
+        return EMBEDDED_NAME
+    return Path(spec).name if Path(spec).expanduser().exists() else spec
+
+
+def _is_hub_id(spec: str) -> bool:
+    return spec.count("/") == 1 and not spec.startswith(("/", ".", "~")) and not Path(spec).exists()
+
+
+def _dataset_size(workspace: Workspace, dataset: str) -> str:
+    """The row counts from the saved dataset's report, when the dataset is saved in the workspace."""
+    report = dataset_report(workspace, dataset)
+    rows, valid, invalid = (report.get(k) for k in ("rows", "valid", "invalid"))
+    if not isinstance(valid, int):
+        return ""
+    text = f": {valid:,} examples"
+    if isinstance(rows, int) and isinstance(invalid, int) and invalid:
+        text += f" ({rows:,} rows, {invalid:,} skipped as unusable)"
+    return text
+
+
+def _losses(metrics: list[dict]) -> list[str]:
+    train = [m for m in metrics if isinstance(m.get("loss"), (int, float))]
+    evals = [m for m in metrics if isinstance(m.get("eval_loss"), (int, float))]
+    lines = []
+    if train:
+        lines.append(f"- Final training loss: {train[-1]['loss']:.4g} (step {train[-1].get('step', '?')})")
+    if evals:
+        lines.append(f"- Final validation loss: {evals[-1]['eval_loss']:.4g} (step {evals[-1].get('step', '?')})")
+    return lines or ["- No losses were logged for this run."]

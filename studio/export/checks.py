@@ -1,0 +1,88 @@
+"""Why an export cannot start: no adapter yet, still training, a base that is already quantised, too little
+disk, or a target folder that holds something other than an earlier export. Each refusal says what to do."""
+from __future__ import annotations
+
+import shutil
+from pathlib import Path
+
+from ..models import allow_remote_code
+from ..runs import ACTIVE, Run
+
+# Written into every merged folder; a folder holding it may be replaced by a newer export of the same kind.
+MARKER = "studio-export.json"
+
+_MARGIN_BYTES = 200 * 1024**2  # tokenizer files, the card, file-system overhead
+_MARGIN_FRACTION = 0.05
+
+
+class ExportError(RuntimeError):
+    """An export that cannot be made; the message is meant for the user as it is."""
+
+
+class NotEnoughSpace(ExportError):
+    def __init__(self, message: str, needed: int, free: int, where: Path):
+        super().__init__(message)
+        self.needed, self.free, self.where = needed, free, where
+
+
+def require_adapter(run: Run) -> None:
+    if run.status().get("state") in ACTIVE:
+        raise ExportError(f"Run {run.id} is still {run.status()['state']}. Wait until it finishes (or stop it), "
+                          "then export.")
+    if not run.has_adapter():
+        raise ExportError(f"Run {run.id} has no adapter yet (nothing in {run.adapter_dir}). Train it to the end, "
+                          "or until it saves its first adapter, then export.")
+
+
+def base_parameters(base: str) -> int:
+    """How many weights the base model has, counted on the meta device (no memory, no download of weights)."""
+    import torch
+    from transformers import AutoConfig, AutoModelForCausalLM
+
+    config = AutoConfig.from_pretrained(base, trust_remote_code=allow_remote_code())
+    quantization = getattr(config, "quantization_config", None)
+    if quantization:
+        method = quantization.get("quant_method", "quantised") if isinstance(quantization, dict) else "quantised"
+        # Merging into such weights would round the adapter away; the export must start from 16-bit weights.
+        raise ExportError(f"The base model {base} is stored already quantised ({method}), so it cannot be merged "
+                          "in 16-bit. Train and export with the original 16-bit model as the base, or download "
+                          "the adapter only.")
+    with torch.device("meta"):
+        model = AutoModelForCausalLM.from_config(config, trust_remote_code=allow_remote_code())
+    return sum(p.numel() for p in model.parameters())
+
+
+def space_needed(weight_bytes: int, copies: int) -> int:
+    return int(weight_bytes * copies * (1 + _MARGIN_FRACTION)) + _MARGIN_BYTES
+
+
+def require_free_space(where: Path, needed: int, what: str) -> None:
+    """Refuse before writing anything when the disk holding `where` has less than `needed` bytes free."""
+    probe = Path(where)
+    while not probe.exists():  # the target folder may not exist yet; its disk is its nearest existing parent's
+        probe = probe.parent
+    free = shutil.disk_usage(probe).free
+    if free < needed:
+        raise NotEnoughSpace(
+            f"Not enough disk space for {what}: it needs about {human_size(needed)} in {where}, "
+            f"but only {human_size(free)} is free there. Free some space (older exports can go), or choose a folder "
+            "on another disk.",
+            needed, free, Path(where))
+
+
+def require_replaceable(folder: Path) -> None:
+    """Only an empty folder or an earlier export may be replaced, so nobody loses files to a typo in --out."""
+    folder = Path(folder)
+    if folder.is_file():
+        raise ExportError(f"{folder} is a file. Choose a folder for the merged model.")
+    if folder.is_dir() and any(folder.iterdir()) and not (folder / MARKER).exists():
+        raise ExportError(f"{folder} already holds files that are not an earlier LoRA Studio export. "
+                          "Choose a new or empty folder so nothing of yours is overwritten.")
+
+
+def human_size(n: int) -> str:
+    if n < 1024**2:
+        return f"{n / 1024:.0f} KB"
+    if n < 1024**3:
+        return f"{n / 1024**2:.0f} MB"
+    return f"{n / 1024**3:.1f} GB"

@@ -1,0 +1,59 @@
+"""python -m studio merge RUN [--out DIR] [--zip]: the Export tab's merge, from the command line."""
+from __future__ import annotations
+
+import argparse
+import sys
+from pathlib import Path
+
+from ..runs import Run, find_run
+from ..workspace import Workspace
+from .checks import ExportError, human_size
+from .merge import merge_run
+
+
+def register(subparsers) -> None:
+    parser = subparsers.add_parser(
+        "merge", help="merge a run's adapter into its base model and save a standalone model",
+        description="Reload the run's base model in 16-bit, merge the LoRA adapter into it, check that the merged "
+                    "model answers like base + adapter, and save safetensors, tokenizer and a model card. "
+                    "Exit status: 0 done, 1 saved but the merge check failed, 2 nothing saved (the reason is "
+                    "printed).")
+    parser.add_argument("run", metavar="RUN", help="a run folder (it holds run.yaml) or a run id in the workspace")
+    parser.add_argument("--out", metavar="DIR",
+                        help="where to save the merged model (default: workspace/exports/<run-id>/merged)")
+    parser.add_argument("--zip", action="store_true", help="also write <run-id>-merged.zip next to the folder")
+    parser.set_defaults(func=run_merge)
+
+
+def run_merge(args: argparse.Namespace) -> int:
+    try:
+        workspace = Workspace.at(getattr(args, "workspace", None))
+        result = merge_run(_find(args.run, workspace), args.out, workspace=workspace, make_zip=args.zip,
+                           progress=_print_progress)
+    except (ExportError, ValueError, OSError) as e:
+        print(f"error: {' '.join(str(e).split())}", file=sys.stderr)
+        return 2
+    print(f"Merge check: {result.check.verdict}")
+    print(f"Merged model: {result.merged_dir} ({human_size(result.size_bytes)})")
+    print(f"Model card:   {result.card_path}")
+    if result.zip_path:
+        print(f"Zip:          {result.zip_path}")
+    if not result.check.ok:
+        print("error: the merge check failed; the files were saved, but use the adapter instead", file=sys.stderr)
+        return 1
+    return 0
+
+
+def _find(spec: str, workspace: Workspace) -> Run:
+    path = Path(spec).expanduser()
+    if (path / "run.yaml").exists():
+        return Run(path.resolve())
+    try:
+        return find_run(workspace, spec)
+    except FileNotFoundError:
+        raise ExportError(f"No run folder at '{spec}' and no run with that id in {workspace.runs}. Give the path "
+                          "of a run folder (it holds run.yaml) or a run id.") from None
+
+
+def _print_progress(fraction: float, message: str) -> None:
+    print(f"[{fraction:4.0%}] {message}", flush=True)

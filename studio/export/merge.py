@@ -1,0 +1,135 @@
+"""Merge a run's LoRA adapter into its base model and save a standalone model folder (and its zip).
+
+The base is always reloaded in 16-bit (float32 on a CPU), whatever precision the run trained in: merging into
+4-bit weights would round most of the adapter away.
+"""
+from __future__ import annotations
+
+import gc
+import shutil
+import time
+import uuid
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Callable
+
+from ..models import compute_dtype, load_base_model, load_tokenizer, resolve_model
+from ..runs import Run
+from ..workspace import Workspace, safe_name, write_json
+from .archive import export_folder, zip_folder
+from .card import write_card
+from .checks import (MARKER, base_parameters, human_size, require_adapter, require_free_space,
+                     require_replaceable, space_needed)
+from .dataset import first_examples
+from .verify import DATASET_EXAMPLES, MergeCheck, MergeChecker
+
+Progress = Callable[[float, str], None]
+
+MAX_SHARD_SIZE = "2GB"  # large models are saved in several files, which downloads and loaders handle better
+
+
+@dataclass(frozen=True)
+class ExportResult:
+    run_id: str
+    merged_dir: Path
+    zip_path: Path | None
+    card_path: Path
+    check: MergeCheck
+    size_bytes: int  # of the merged folder
+
+
+def merge_run(run: Run, out_dir: str | Path | None = None, *, workspace: Workspace, make_zip: bool = True,
+              progress: Progress | None = None) -> ExportResult:
+    """Merge the run's adapter into its base and save it to out_dir (default workspace/exports/<run-id>/merged),
+    zipped beside it as <run-id>-merged.zip. progress(fraction, message) hears of every stage."""
+    import torch
+
+    report = progress or (lambda _fraction, _message: None)
+    report(0.0, f"Checking run {run.id}")
+    require_adapter(run)
+    config = run.config
+    target = (Path(out_dir).expanduser() if out_dir else export_folder(workspace, run) / "merged").resolve()
+    require_replaceable(target)
+    zip_path = target.parent / f"{safe_name(run.id, 'run')}-merged.zip" if make_zip else None
+
+    base = resolve_model(config.model, workspace, progress=lambda message: report(0.01, message))
+    dtype = compute_dtype()
+    weight_bytes = base_parameters(base) * torch.empty(0, dtype=dtype).element_size()
+    require_free_space(target.parent, space_needed(weight_bytes, copies=2 if make_zip else 1),
+                       "the merged model and its zip" if make_zip else "the merged model")
+
+    target.parent.mkdir(parents=True, exist_ok=True)
+    staging = target.with_name(f".{target.name}.partial-{uuid.uuid4().hex[:12]}")
+    staging.mkdir()
+    try:
+        try:
+            examples = first_examples(workspace, config.dataset, DATASET_EXAMPLES)
+            check = _merge_into(staging, run, base, examples, report, weight_bytes)
+        finally:
+            _release_memory()
+        write_json(staging / MARKER, {"run_id": run.id, "base_model": config.model, "created": time.time(),
+                                      "check": check.to_dict()})
+        report(0.8, "Writing the model card")
+        card_path = target / write_card(staging, run, workspace, check).name
+        _replace_folder(staging, target)
+    finally:
+        shutil.rmtree(staging, ignore_errors=True)  # only left after a failure: no half folder stays behind
+
+    if zip_path:
+        report(0.82, f"Zipping the merged model into {zip_path.name}")
+        zip_folder(target, zip_path, progress=lambda fraction, message: report(0.82 + 0.17 * fraction, message))
+    size = sum(p.stat().st_size for p in target.rglob("*") if p.is_file())
+    report(1.0, f"Done: {target} ({human_size(size)})")
+    return ExportResult(run.id, target, zip_path, card_path, check, size)
+
+
+def _merge_into(folder: Path, run: Run, base: str, examples: list[dict], report: Progress,
+                weight_bytes: int) -> MergeCheck:
+    """Load, check, merge, check again and save, all on one copy of the weights."""
+    import torch
+    from peft import PeftModel
+
+    dtype_name = str(compute_dtype()).removeprefix("torch.")
+    report(0.05, f"Loading the base model in {dtype_name} (about {human_size(weight_bytes)})")
+    # On GPUs, 'auto' spreads a model too big for one card over all of them (and CPU memory).
+    model = load_base_model(base, quantization="none", device_map="auto" if torch.cuda.is_available() else None)
+    # A tokenizer saved with the adapter carries the chat template the run trained with.
+    has_own_tokenizer = (run.adapter_dir / "tokenizer_config.json").exists()
+    tokenizer = load_tokenizer(str(run.adapter_dir) if has_own_tokenizer else base)
+
+    report(0.3, "Attaching the adapter")
+    model = PeftModel.from_pretrained(model, str(run.adapter_dir))
+    checker = MergeChecker(tokenizer, examples)
+    report(0.35, f"Check, part 1: {checker.prompts} prompts and {checker.dataset_examples} dataset examples "
+                 "through base + adapter and through the base alone")
+    checker.before_merge(model)
+
+    report(0.5, "Merging the adapter into the weights")
+    model = model.merge_and_unload(safe_merge=True)
+    report(0.55, "Check, part 2: the same prompts through the merged model")
+    check = checker.after_merge(model)
+    report(0.6, f"Merge check: {check.verdict}")
+
+    report(0.62, "Saving the merged weights (safetensors), tokenizer and generation settings")
+    model.save_pretrained(folder, max_shard_size=MAX_SHARD_SIZE)
+    tokenizer.save_pretrained(folder)
+    return check
+
+
+def _release_memory() -> None:
+    """Hand the model's memory back now: the app process lives on, and training jobs share the GPUs."""
+    import torch
+
+    gc.collect()
+    if torch.cuda.is_available():
+        torch.cuda.empty_cache()
+
+
+def _replace_folder(new: Path, target: Path) -> None:
+    """Put `new` where `target` is; an earlier export there stays whole until the new one is complete."""
+    old = target.with_name(f".{target.name}.replaced")
+    shutil.rmtree(old, ignore_errors=True)  # left by a crash between the two renames below
+    if target.exists():
+        target.rename(old)
+    new.rename(target)
+    shutil.rmtree(old, ignore_errors=True)

@@ -1,0 +1,135 @@
+"""The merge check: does the merged model answer like base + adapter, and how much does the adapter change?
+
+It reads a few fixed prompts and, where the run's dataset is saved in the workspace, its first examples (where
+the adapter's effect shows most). Everything runs on one copy of the weights: logits with the adapter and with
+it disabled are taken before the merge, the merged model's after it.
+"""
+from __future__ import annotations
+
+from dataclasses import asdict, dataclass
+
+PROMPTS = (
+    "Hello! Who are you?",
+    "Explain in two sentences why the sky is blue.",
+    "Write a short Python function that reverses a string.",
+)
+DATASET_EXAMPLES = 2
+_EXAMPLE_TOKENS = 256  # enough to see the adapter at work, few enough to keep the check quick on a CPU
+
+# In float32 a merge only reorders the arithmetic, so what is left is rounding noise far below these.
+_ABS_TOL = 1e-3
+_REL_TOL_FP32 = 0.01
+# 16-bit weights round W + BA to 8 (bf16) or 11 (fp16) bits, which alone moves logits by about a logit on a
+# small model; then the fair question is whether the merged model still picks the same next tokens.
+_REL_TOL_16BIT = 0.10
+_MIN_AGREEMENT_16BIT = 0.95
+
+
+@dataclass(frozen=True)
+class MergeCheck:
+    merge_diff: float  # largest |logit(merged) - logit(base + adapter)|
+    adapter_effect: float  # largest |logit(base + adapter) - logit(base)|
+    token_agreement: float  # share of positions where merged and base + adapter pick the same next token
+    positions: int
+    prompts: int  # fixed prompts read
+    dataset_examples: int  # examples from the run's dataset read
+    dtype: str
+
+    @property
+    def ok(self) -> bool:
+        if self.merge_diff <= _ABS_TOL:
+            return True
+        if self.dtype == "float32":
+            return self.merge_diff <= _REL_TOL_FP32 * self.adapter_effect
+        return (self.merge_diff <= _REL_TOL_16BIT * self.adapter_effect
+                or self.token_agreement >= _MIN_AGREEMENT_16BIT)
+
+    @property
+    def verdict(self) -> str:
+        numbers = (f"largest logit difference {self.merge_diff:.3g} against an adapter effect of "
+                   f"{self.adapter_effect:.3g}; same next token at {self.token_agreement:.1%} of "
+                   f"{self.positions} positions")
+        if not self.ok:
+            return (f"MISMATCH: the merged model does not answer like base + adapter ({numbers}). "
+                    "Use the adapter-only download instead.")
+        within = "" if self.dtype == "float32" else f" within {self.dtype} rounding"
+        text = f"OK: the merged model answers like base + adapter{within} ({numbers})."
+        if self.adapter_effect <= _ABS_TOL:
+            text += " Note: the adapter barely changes the model's outputs; the training may not have learned much."
+        return text
+
+    def to_dict(self) -> dict:
+        return {**asdict(self), "ok": self.ok, "verdict": self.verdict}
+
+
+class MergeChecker:
+    """before_merge(peft_model), then merge, then after_merge(merged_model) -> MergeCheck.
+    examples are dataset records, {"messages": [...]} or {"text": ...}."""
+
+    def __init__(self, tokenizer, examples: list[dict] = (), prompts=PROMPTS):
+        rows = [_prompt_ids(tokenizer, p) for p in prompts]
+        self.prompts = len(rows)
+        rows += [ids for ids in (_example_ids(tokenizer, e) for e in examples) if ids]
+        self.dataset_examples = len(rows) - self.prompts
+        self._input_ids, self._attention_mask = _pad(rows, tokenizer.pad_token_id)
+        self._adapted: list = []
+        self._base: list = []
+
+    def before_merge(self, peft_model) -> None:
+        self._adapted = self._logits(peft_model)
+        with peft_model.disable_adapter():
+            self._base = self._logits(peft_model)
+
+    def after_merge(self, merged_model) -> MergeCheck:
+        merged = self._logits(merged_model)
+        merge_diff = max((m - a).abs().max().item() for m, a in zip(merged, self._adapted))
+        effect = max((a - b).abs().max().item() for a, b in zip(self._adapted, self._base))
+        same = sum((m.argmax(-1) == a.argmax(-1)).sum().item() for m, a in zip(merged, self._adapted))
+        positions = sum(a.shape[0] for a in self._adapted)
+        return MergeCheck(merge_diff, effect, same / positions, positions, self.prompts, self.dataset_examples,
+                          str(merged_model.dtype).removeprefix("torch."))
+
+    def _logits(self, model) -> list:
+        """One forward pass over all prompts; each prompt's logits without its padding."""
+        import torch
+
+        device = model.get_input_embeddings().weight.device
+        model.eval()
+        with torch.inference_mode():
+            logits = model(input_ids=self._input_ids.to(device),
+                           attention_mask=self._attention_mask.to(device)).logits
+        # Kept on the CPU in float32 so three sets of them never crowd the GPU or lose precision.
+        return [row[: int(n)].float().cpu() for row, n in zip(logits, self._attention_mask.sum(dim=1))]
+
+
+def _prompt_ids(tokenizer, prompt: str) -> list[int]:
+    if tokenizer.chat_template:
+        return tokenizer.apply_chat_template([{"role": "user", "content": prompt}], add_generation_prompt=True,
+                                             tokenize=True, return_dict=True)["input_ids"]
+    return tokenizer(prompt)["input_ids"]
+
+
+def _example_ids(tokenizer, record: dict) -> list[int]:
+    """The whole example, answer included: the answer's tokens are where training changed the model."""
+    from jinja2 import TemplateError
+
+    if "messages" in record:
+        if not tokenizer.chat_template:
+            return []
+        try:
+            ids = tokenizer.apply_chat_template(record["messages"], tokenize=True, return_dict=True)["input_ids"]
+        except TemplateError:
+            return []  # a record this template cannot render is left out of the check, as training left it out
+    else:
+        ids = tokenizer(record["text"])["input_ids"]
+    return ids[:_EXAMPLE_TOKENS]
+
+
+def _pad(rows: list[list[int]], pad_id: int):
+    """Token ids padded on the right, where the causal mask keeps padding from touching the real positions."""
+    import torch
+
+    width = max(len(row) for row in rows)
+    input_ids = torch.tensor([row + [pad_id] * (width - len(row)) for row in rows])
+    attention_mask = torch.tensor([[1] * len(row) + [0] * (width - len(row)) for row in rows])
+    return input_ids, attention_mask

@@ -1,0 +1,99 @@
+"""What the GPUs are doing, through NVML (package nvidia-ml-py); on a machine without one, the process's memory."""
+from __future__ import annotations
+
+import threading
+import time
+from pathlib import Path
+
+from .workspace import append_jsonl
+
+_GB = 2**30
+
+
+def _nvml():
+    """The initialised pynvml module, or None where there is no NVIDIA driver."""
+    try:
+        import pynvml
+
+        pynvml.nvmlInit()
+        return pynvml
+    except Exception:  # noqa: BLE001 - no library, no driver or no GPU all mean 'no NVIDIA GPU here'
+        return None
+
+
+def list_gpus() -> list[dict]:
+    """[{index, name, total_gb, free_gb}] for every NVIDIA GPU; empty without one."""
+    nvml = _nvml()
+    if nvml is None:
+        return []
+    gpus = []
+    for i in range(nvml.nvmlDeviceGetCount()):
+        handle = nvml.nvmlDeviceGetHandleByIndex(i)
+        memory = nvml.nvmlDeviceGetMemoryInfo(handle)
+        name = nvml.nvmlDeviceGetName(handle)
+        gpus.append({"index": i, "name": name.decode() if isinstance(name, bytes) else name,
+                     "total_gb": round(memory.total / _GB, 2), "free_gb": round(memory.free / _GB, 2)})
+    return gpus
+
+
+def _process_tree_rss_gb(pid: int) -> float:
+    """Resident memory of a process and its children, from /proc (Linux)."""
+    total = 0
+    for status in Path("/proc").glob("[0-9]*/status"):
+        try:
+            text = status.read_text()
+        except OSError:
+            continue
+        fields = dict(line.split(":", 1) for line in text.splitlines() if ":" in line)
+        if status.parent.name == str(pid) or fields.get("PPid", "").strip() == str(pid):
+            total += int(fields.get("VmRSS", "0 kB").split()[0]) * 1024
+    return round(total / _GB, 3)
+
+
+class MemorySampler:
+    """Appends one line a second to gpu.jsonl while a training child runs."""
+
+    def __init__(self, path: Path, pid: int, gpu_indices: list[int] | None = None, every: float = 1.0):
+        self.path, self.pid, self.every = Path(path), pid, every
+        self.gpu_indices = gpu_indices
+        self._stop = threading.Event()
+        self._thread = threading.Thread(target=self._loop, name=f"memory-sampler-{pid}", daemon=True)
+
+    def start(self) -> "MemorySampler":
+        self._thread.start()
+        return self
+
+    def stop(self) -> None:
+        self._stop.set()
+        self._thread.join(timeout=5)
+
+    def _loop(self) -> None:
+        nvml = _nvml()
+        if nvml is None:
+            append_jsonl(self.path, {"event": "no-gpu", "time": time.time(),
+                                     "message": "No NVIDIA GPU here: recording the training process's memory instead."})
+        while not self._stop.is_set():
+            for sample in (self._gpu_samples(nvml) if nvml else [self._process_sample()]):
+                append_jsonl(self.path, sample)
+            self._stop.wait(self.every)
+
+    def _process_sample(self) -> dict:
+        return {"time": time.time(), "device": "cpu", "used_gb": _process_tree_rss_gb(self.pid)}
+
+    def _gpu_samples(self, nvml) -> list[dict]:
+        indices = self.gpu_indices if self.gpu_indices else range(nvml.nvmlDeviceGetCount())
+        samples = []
+        for i in indices:
+            handle = nvml.nvmlDeviceGetHandleByIndex(i)
+            memory = nvml.nvmlDeviceGetMemoryInfo(handle)
+            sample = {"time": time.time(), "device": f"cuda:{i}", "used_gb": round(memory.used / _GB, 3),
+                      "total_gb": round(memory.total / _GB, 2)}
+            for key, read in (("util", lambda: nvml.nvmlDeviceGetUtilizationRates(handle).gpu),
+                              ("temp_c", lambda: nvml.nvmlDeviceGetTemperature(handle, nvml.NVML_TEMPERATURE_GPU)),
+                              ("power_w", lambda: nvml.nvmlDeviceGetPowerUsage(handle) / 1000)):
+                try:
+                    sample[key] = read()
+                except Exception:  # noqa: BLE001 - some boards do not report every sensor
+                    pass
+            samples.append(sample)
+        return samples

@@ -1,0 +1,304 @@
+"""ModelPool: base models loaded once per (model, quantisation) and shared by every chat user, with LoRA
+adapters attached to them by name.
+
+One copy of each base serves the base model and all of its adapters: each batch row names its adapter
+(see routing.py), so switching adapters, or answering with the base and an adapter side by side, changes
+nothing in the model. What does change the model (attaching or removing an adapter) takes the base's
+write lock, so it waits for running generations and they wait for it. A semaphore bounds how many
+generations run at once over the whole pool.
+"""
+from __future__ import annotations
+
+import gc
+import logging
+import threading
+import time
+import warnings
+from collections import Counter, OrderedDict
+from contextlib import contextmanager
+from dataclasses import dataclass
+from pathlib import Path
+
+from ..models import allow_remote_code, load_base_model, load_tokenizer
+from . import routing
+from .adapters import AdapterError, AdapterSource, base_mismatch, check_fits, read_adapter
+from .rwlock import ReadWriteLock
+
+QUANTIZATIONS = ("auto", "4bit", "8bit", "none")
+AUTO_16BIT_SHARE = 0.4  # "auto" loads 16-bit weights when they take under this share of free GPU memory
+
+# peft warns when an evicted adapter was its "active" one; the pool never uses peft's active adapter.
+warnings.filterwarnings("ignore", message=r"Adapter \S+ was active which is now deleted")
+
+
+@dataclass(frozen=True)
+class AdapterInfo:
+    name: str  # the adapter's name inside the shared model
+    path: Path
+    load_s: float  # how long attaching it took: the "adapter swap time" when it was not cached
+    warning: str = ""
+
+
+class _Closed(Exception):
+    """The pooled base was unloaded while a request waited for it; the request starts over."""
+
+
+class PooledBase:
+    """One loaded base model and the adapters attached to it, most recently used last."""
+
+    def __init__(self, path: str, quantization: str, model, tokenizer, load_s: float, max_adapters: int):
+        self.path, self.quantization, self.load_s = path, quantization, load_s
+        self.model = model  # the transformers model; peft puts its LoRA layers into it in place
+        self.tokenizer = tokenizer
+        self.lock = ReadWriteLock()  # read: generating; write: attaching or removing adapters
+        self.closed = False
+        self._peft = None  # the PeftModel around self.model, once an adapter is attached
+        self._max_adapters = max_adapters
+        self._adapters: OrderedDict[str, AdapterInfo] = OrderedDict()
+        self._pins: Counter[str] = Counter()  # adapters that requests are about to use or are using
+        self._book = threading.Lock()  # guards _adapters and _pins
+
+    @property
+    def label(self) -> str:
+        return f"{Path(self.path).name} ({self.quantization})"
+
+    def adapters(self) -> list[AdapterInfo]:
+        with self._book:
+            return list(self._adapters.values())
+
+    @contextmanager
+    def pinned(self, sources: list[AdapterSource | None]):
+        """Attach the adapters that are not yet attached and keep all of them from being evicted while
+        inside. Yields, per source, its AdapterInfo (None for the base) and whether it was loaded now."""
+        infos: list[AdapterInfo | None] = []
+        loaded_now: list[bool] = []
+        try:
+            for source in sources:
+                info, loaded = self._pin(source) if source else (None, False)
+                infos.append(info)
+                loaded_now.append(loaded)
+            yield infos, loaded_now
+        finally:
+            with self._book:
+                for info in infos:
+                    if info:
+                        self._pins[info.name] -= 1
+
+    def _pin(self, source: AdapterSource) -> tuple[AdapterInfo, bool]:
+        with self._book:
+            info = self._take(source.name)
+        if info:
+            return info, False
+        with self.lock.write():
+            if self.closed:
+                raise _Closed
+            with self._book:
+                info = self._take(source.name)  # attached by another request while this one waited
+            if info:
+                return info, False
+            info = self._attach(source)
+            with self._book:
+                self._adapters[source.name] = info
+                self._pins[source.name] += 1
+                idle = [name for name in self._adapters if not self._pins[name]]
+                victims = idle[:max(0, len(self._adapters) - self._max_adapters)]
+                for name in victims:
+                    del self._adapters[name]
+            for name in victims:
+                self._peft.delete_adapter(name)
+            return info, True
+
+    def _take(self, name: str) -> AdapterInfo | None:
+        """The attached adapter, pinned and marked most recently used (the caller holds _book)."""
+        info = self._adapters.get(name)
+        if info:
+            self._adapters.move_to_end(name)
+            self._pins[name] += 1
+        return info
+
+    def _attach(self, source: AdapterSource) -> AdapterInfo:
+        """Load the adapter into the model (the caller holds the write lock)."""
+        from peft import PeftModel
+
+        check_fits(source, self.model, self.label)
+        started = time.perf_counter()
+        try:
+            if self._peft is None:
+                self._peft = PeftModel.from_pretrained(self.model, str(source.path), adapter_name=source.name)
+            else:
+                self._peft.load_adapter(str(source.path), adapter_name=source.name)
+        except Exception as e:  # noqa: BLE001 - a damaged file fails in many ways; the user needs one message
+            if self._peft is None:  # peft had already begun rewriting the model's layers: drop this copy
+                self._release()
+            elif source.name in self._peft.peft_config:
+                self._peft.delete_adapter(source.name)
+            reason = (str(e).strip().splitlines() or [type(e).__name__])[0][:200]
+            raise AdapterError(f"Could not load the adapter at {source.path} onto {self.label}: {reason}") from None
+        self.model.eval()
+        routing.install(self.model)
+        return AdapterInfo(source.name, source.path, time.perf_counter() - started, base_mismatch(source, self.path))
+
+    def close(self) -> None:
+        """Unload, once the generations running on this model have ended."""
+        with self.lock.write():
+            self._release()
+
+    def _release(self) -> None:
+        self.closed = True
+        self.model = self._peft = None
+        with self._book:
+            self._adapters.clear()
+
+
+@dataclass
+class Session:
+    """What one generation runs with: the base, and per batch row the adapter it uses."""
+    base: PooledBase
+    names: list[str]  # per row: the adapter's name in the model, or routing.BASE
+    adapters: list[AdapterInfo | None]
+    loaded_now: list[bool]  # per row: whether this request had to load the adapter
+    waited_s: float  # time spent waiting for a free generation slot
+
+
+class ModelPool:
+    """Loaded base models, least recently used first, at most max_bases of them; per base at most
+    max_adapters adapters kept attached; at most max_concurrent generations running at once."""
+
+    def __init__(self, max_bases: int = 1, max_adapters: int = 4, max_concurrent: int = 2):
+        if min(max_bases, max_adapters, max_concurrent) < 1:
+            raise ValueError("max_bases, max_adapters and max_concurrent must each be at least 1")
+        self.max_bases, self.max_adapters, self.max_concurrent = max_bases, max_adapters, max_concurrent
+        self._bases: OrderedDict[tuple[str, str], PooledBase] = OrderedDict()
+        self._lock = threading.Lock()  # guards _bases
+        self._loading = threading.Lock()  # one base loads at a time: two big loads at once could run out of memory
+        self._slots = threading.BoundedSemaphore(max_concurrent)
+        self._auto: dict[str, str] = {}  # what "auto" chose per model: sizing a model up is not free
+
+    def base(self, model_path: str, quantization: str = "auto") -> PooledBase:
+        """The pooled base for this model and quantisation, loaded now if it is not loaded."""
+        model_path = str(model_path)
+        if quantization == "auto" and model_path not in self._auto:
+            self._auto[model_path] = choose_quantization(model_path, "auto")
+        key = (model_path, self._auto[model_path] if quantization == "auto" else choose_quantization(model_path, quantization))
+        with self._lock:
+            if (found := self._touch(key)) is not None:
+                return found
+        with self._loading:
+            with self._lock:
+                if (found := self._touch(key)) is not None:
+                    return found
+                victims = []
+                while len(self._bases) >= self.max_bases:
+                    victims.append(self._bases.popitem(last=False)[1])
+            for victim in victims:
+                victim.close()
+            if victims:
+                _free_memory()
+            base = _load(key[0], key[1], self.max_adapters)
+            with self._lock:
+                self._bases[key] = base
+            return base
+
+    def _touch(self, key) -> PooledBase | None:
+        base = self._bases.get(key)
+        if base is not None and base.closed:  # a failed first adapter load left it unusable
+            del self._bases[key]
+            return None
+        if base is not None:
+            self._bases.move_to_end(key)
+        return base
+
+    def loaded(self) -> list[dict]:
+        """What is in memory now, for display: per base its adapters and their load times."""
+        with self._lock:
+            bases = list(self._bases.values())
+        return [{"model": b.path, "quantization": b.quantization, "load_s": round(b.load_s, 3),
+                 "adapters": [{"path": str(a.path), "load_s": round(a.load_s, 3)} for a in b.adapters()]}
+                for b in bases if not b.closed]
+
+    def unload_all(self) -> None:
+        with self._loading:
+            with self._lock:
+                bases = list(self._bases.values())
+                self._bases.clear()
+            for base in bases:
+                base.close()
+            _free_memory()
+
+    @contextmanager
+    def session(self, model_path: str, quantization: str, adapters: list[str | None]):
+        """A Session to generate with: one batch row per entry of adapters (an adapter folder, or None for
+        the base model). Adapters are attached first if needed; inside, they stay attached and the model
+        unchanged, and this generation holds one of the max_concurrent slots."""
+        sources = [read_adapter(a) if a else None for a in adapters]
+        for _attempt in range(3):
+            base = self.base(model_path, quantization)
+            try:
+                with base.pinned(sources) as (infos, loaded_now):
+                    asked = time.perf_counter()
+                    with self._slots:
+                        waited = time.perf_counter() - asked
+                        with base.lock.read():
+                            if base.closed:
+                                raise _Closed
+                            names = [info.name if info else routing.BASE for info in infos]
+                            yield Session(base, names, infos, loaded_now, waited)
+                            return
+            except _Closed:
+                continue
+        raise RuntimeError(f"{Path(model_path).name} was unloaded three times while this answer waited for it "
+                           "(other users are switching models). Try again, or ask the administrator to keep "
+                           "more models loaded.")
+
+
+def choose_quantization(model_path: str, requested: str = "auto") -> str:
+    """'4bit', '8bit' or 'none' as asked; for 'auto', 16-bit weights where they fit comfortably on the GPU,
+    else 4-bit, and on the CPU full precision (bitsandbytes on the CPU is slower, and only small models
+    are chatted with there)."""
+    if requested not in QUANTIZATIONS:
+        raise ValueError(f"quantization must be one of {', '.join(QUANTIZATIONS)} (got {requested!r})")
+    if requested != "auto":
+        return requested
+    import torch
+
+    if not torch.cuda.is_available():
+        return "none"
+    free, _total = torch.cuda.mem_get_info()
+    return "none" if _parameter_count(model_path) * 2 < AUTO_16BIT_SHARE * free else "4bit"
+
+
+def _parameter_count(model_path: str) -> int:
+    """The model's size from its config alone: built on the meta device, no weights read."""
+    import torch
+    from transformers import AutoConfig, AutoModelForCausalLM
+
+    config = AutoConfig.from_pretrained(model_path, trust_remote_code=allow_remote_code())
+    with torch.device("meta"):
+        model = AutoModelForCausalLM.from_config(config, trust_remote_code=allow_remote_code())
+    return sum(p.numel() for p in model.parameters())
+
+
+def _load(path: str, quantization: str, max_adapters: int) -> PooledBase:
+    if quantization == "8bit":
+        logging.getLogger("bitsandbytes.autograd._functions").addFilter(_drop_int8_cast_notice)
+    started = time.perf_counter()
+    model = load_base_model(path, quantization)
+    model.eval()
+    tokenizer = load_tokenizer(path)
+    # Encoding once now settles the fast tokenizer's padding/truncation state, so the encodes that
+    # generations later run from many threads only read it (changing it from two threads fails).
+    tokenizer("")
+    return PooledBase(path, quantization, model, tokenizer, time.perf_counter() - started, max_adapters)
+
+
+def _drop_int8_cast_notice(record: logging.LogRecord) -> bool:
+    # bitsandbytes logs this for every 8-bit matrix product of every token when running on the CPU.
+    return not record.getMessage().startswith("MatMul8bitLt: inputs will be cast")
+
+
+def _free_memory() -> None:
+    import torch
+
+    gc.collect()
+    if torch.cuda.is_available():
+        torch.cuda.empty_cache()

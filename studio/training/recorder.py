@@ -1,0 +1,86 @@
+"""A TrainerCallback that writes the run folder as training goes, and honours a Stop request."""
+from __future__ import annotations
+
+import json
+import math
+import signal
+import time
+
+from transformers import TrainerCallback
+
+from ..runs import Run
+from ..workspace import append_jsonl, write_atomic
+
+
+class RunRecorder(TrainerCallback):
+    def __init__(self, run: Run):
+        self.run = run
+        self.stopped = False
+        self._signalled = False
+        self._started = time.time()
+        self._first_step = 0
+        self._tokens_at = (time.time(), 0)
+        # The job queue asks for a stop with a file; a plain SIGTERM (Ctrl-C, kill) means the same.
+        signal.signal(signal.SIGTERM, lambda *_: setattr(self, "_signalled", True))
+
+    def on_train_begin(self, args, state, control, model=None, **kwargs):
+        self._started = time.time()
+        self._first_step = state.global_step  # not 0 when resuming
+        self._tokens_at = (time.time(), state.num_input_tokens_seen)
+        self._drop_metrics_after(state.global_step)
+        # Whether training really runs in train mode with checkpointing on, for the log and the tests.
+        append_jsonl(self.run.path / "metrics.jsonl", {
+            "event": "start", "step": state.global_step, "max_steps": state.max_steps, "time": time.time(),
+            "train_mode": bool(model.training) if model is not None else None,
+            "gradient_checkpointing": bool(getattr(model, "is_gradient_checkpointing", False)) if model is not None else None,
+        })
+
+    def on_step_begin(self, args, state, control, model=None, **kwargs):
+        if state.global_step == self._first_step and model is not None and not model.training:
+            raise RuntimeError("the model is in eval mode at the first training step")
+
+    def on_step_end(self, args, state, control, **kwargs):
+        if self.run.stop_requested or self._signalled:
+            self.stopped = True
+            control.should_training_stop = True
+            control.should_save = True  # a checkpoint to resume from, besides the adapter saved at the end
+
+    def on_log(self, args, state, control, logs=None, **kwargs):
+        logs = logs or {}
+        now = time.time()
+        done = state.global_step - self._first_step
+        elapsed = now - self._started
+        record = {"step": state.global_step, "max_steps": state.max_steps, "epoch": round(state.epoch or 0, 4),
+                  "time": now, "elapsed": round(elapsed, 2)}
+        if done > 0:
+            record["eta"] = round(elapsed / done * (state.max_steps - state.global_step), 1)
+        for key in ("loss", "eval_loss", "learning_rate", "grad_norm"):
+            if key in logs:
+                record[key] = float(logs[key])
+        if "eval_loss" in record:
+            record["perplexity"] = math.exp(min(record["eval_loss"], 50))
+        if "loss" in logs:
+            then, tokens_then = self._tokens_at
+            record["tokens"] = state.num_input_tokens_seen
+            record["tokens_per_s"] = round((state.num_input_tokens_seen - tokens_then) / max(now - then, 1e-6), 1)
+            self._tokens_at = (now, state.num_input_tokens_seen)
+            peak = _cuda_peak_gb()
+            if peak is not None:
+                record["peak_mem_gb"] = peak
+        append_jsonl(self.run.path / "metrics.jsonl", record)
+
+    def _drop_metrics_after(self, step: int) -> None:
+        """On resume, forget what was logged after the checkpoint: those steps are trained again."""
+        path = self.run.path / "metrics.jsonl"
+        if step == 0 or not path.exists():
+            return
+        kept = [r for r in self.run.metrics() if r.get("step", 0) <= step]
+        write_atomic(path, "".join(json.dumps(r) + "\n" for r in kept))
+
+
+def _cuda_peak_gb() -> float | None:
+    import torch
+
+    if not torch.cuda.is_available():
+        return None
+    return round(torch.cuda.max_memory_allocated() / 2**30, 3)

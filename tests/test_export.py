@@ -1,0 +1,333 @@
+"""Merge and export, checked with plain transformers and peft: the merged folder must stand on its own."""
+import json
+import shutil
+import subprocess
+import sys
+import zipfile
+from collections import namedtuple
+from pathlib import Path
+
+import pytest
+import torch
+from peft import LoraConfig, PeftModel, get_peft_model
+from safetensors import safe_open
+from transformers import AutoModelForCausalLM, AutoTokenizer
+
+from studio.config import TrainConfig
+from studio.export import ExportError, MergeCheck, NotEnoughSpace, export_adapter, merge_run
+from studio.export.checks import human_size
+from studio.export.cli import register
+from studio.runs import create_run
+from studio.workspace import Workspace, append_jsonl, write_json
+
+REPO = Path(__file__).resolve().parent.parent
+DATASET = "greetings"
+
+
+def _messages(prompt: str) -> list[dict]:
+    return [{"role": "user", "content": prompt}]
+
+
+def _encode(tokenizer, prompt: str):
+    return tokenizer.apply_chat_template(_messages(prompt), add_generation_prompt=True, return_tensors="pt",
+                                         return_dict=True)
+
+
+def make_trained_run(workspace: Workspace, model_dir: Path):
+    """A finished run whose adapter has random, non-zero weights, so it visibly changes the logits."""
+    run = create_run(workspace, TrainConfig(model=str(model_dir), dataset=DATASET, lora_r=8, lora_alpha=16,
+                                            target_modules=["q_proj", "v_proj"]))
+    torch.manual_seed(0)
+    base = AutoModelForCausalLM.from_pretrained(model_dir, dtype=torch.float32)
+    model = get_peft_model(base, LoraConfig(r=8, lora_alpha=16, target_modules=["q_proj", "v_proj"],
+                                            init_lora_weights=False))
+    model.save_pretrained(run.adapter_dir)
+    run.set_status(state="completed")
+    append_jsonl(run.path / "metrics.jsonl", {"step": 10, "loss": 2.5, "learning_rate": 2e-4})
+    append_jsonl(run.path / "metrics.jsonl", {"step": 20, "loss": 1.875, "eval_loss": 2.125})
+    run.curves_path.write_bytes(b"\x89PNG\r\n\x1a\n curves of the run")
+    return run
+
+
+def save_dataset(workspace: Workspace) -> None:
+    """A saved dataset as the data tab leaves it: records.jsonl and report.json."""
+    folder = workspace.datasets / DATASET
+    folder.mkdir(parents=True)
+    records = [{"messages": _messages("Say hello to Ada.") + [{"role": "assistant", "content": "Hello, Ada!"}]},
+               {"text": "Greetings are short and kind."}]
+    (folder / "records.jsonl").write_text("".join(json.dumps(r) + "\n" for r in records), encoding="utf-8")
+    write_json(folder / "report.json", {"rows": 1250, "valid": 1200, "invalid": 50, "max_length": 1024})
+
+
+@pytest.fixture(scope="module", autouse=True)
+def one_cpu_thread():
+    """The test machine's two cores are shared: measured there, a forward pass took 15 s on two threads that
+    spin-wait for each other and 2.4 s on one."""
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(threads)
+
+
+@pytest.fixture(scope="module")
+def export_workspace(tmp_path_factory) -> Workspace:
+    workspace = Workspace.at(tmp_path_factory.mktemp("export") / "workspace")
+    save_dataset(workspace)
+    return workspace
+
+
+@pytest.fixture(scope="module")
+def trained_run(export_workspace, embedded_model_dir):
+    return make_trained_run(export_workspace, embedded_model_dir)
+
+
+@pytest.fixture(scope="module")
+def exported(trained_run, export_workspace):
+    steps = []
+    result = merge_run(trained_run, workspace=export_workspace, progress=lambda f, m: steps.append((f, m)))
+    return result, steps
+
+
+@pytest.fixture(scope="module")
+def merged_model(exported):
+    return AutoModelForCausalLM.from_pretrained(exported[0].merged_dir)
+
+
+def test_default_paths(exported, trained_run, export_workspace):
+    result, _ = exported
+    folder = export_workspace.exports / trained_run.id
+    assert result.merged_dir == folder / "merged"
+    assert result.zip_path == folder / f"{trained_run.id}-merged.zip"
+    assert result.card_path == folder / "merged" / "README.md"
+    names = {p.name for p in folder.iterdir()}
+    assert {"merged", result.zip_path.name} <= names
+    assert not [n for n in names if n.startswith(".")]  # no staging folder or temporary zip left behind
+
+
+def test_merged_logits_match_base_plus_adapter(exported, merged_model, trained_run, embedded_model_dir, tokenizer):
+    inputs = _encode(tokenizer, "Write a haiku about merging weights.")
+    base = AutoModelForCausalLM.from_pretrained(embedded_model_dir, dtype=torch.float32)
+    adapted = PeftModel.from_pretrained(base, trained_run.adapter_dir).eval()
+    with torch.inference_mode():
+        want = adapted(**inputs).logits
+        with adapted.disable_adapter():
+            plain = adapted(**inputs).logits
+        got = merged_model(**inputs).logits
+    assert (got - want).abs().max().item() < 1e-3
+    assert (got - plain).abs().max().item() > 1.0  # the adapter is in there
+
+
+def test_merge_check_numbers(exported):
+    result, _ = exported
+    check = result.check
+    assert check.ok and check.verdict.startswith("OK")
+    assert check.dtype == "float32"
+    assert check.merge_diff < 1e-3 < 1.0 < check.adapter_effect
+    assert check.token_agreement == 1.0
+    assert (check.prompts, check.dataset_examples) == (3, 2)
+    saved = json.loads((result.merged_dir / "studio-export.json").read_text())
+    assert saved["check"]["merge_diff"] == check.merge_diff and saved["check"]["ok"] is True
+
+
+def test_a_4bit_trained_run_is_merged_in_16_bit(exported, trained_run):
+    assert trained_run.config.quantization == "4bit"
+    merged_dir = exported[0].merged_dir
+    config = json.loads((merged_dir / "config.json").read_text())
+    assert "quantization_config" not in config
+    dtypes = set()
+    for shard in merged_dir.glob("*.safetensors"):
+        with safe_open(shard, "pt") as f:
+            dtypes |= {f.get_slice(name).get_dtype() for name in f.keys()}
+    assert dtypes == {"F32"}  # on a CPU the merge runs and saves in float32; never packed 4-bit weights
+
+
+def test_tokenizer_and_generation_config_come_along(exported, tokenizer):
+    merged_dir = exported[0].merged_dir
+    saved = AutoTokenizer.from_pretrained(merged_dir)
+    assert saved.chat_template == tokenizer.chat_template
+    assert json.loads((merged_dir / "generation_config.json").read_text())["eos_token_id"] == tokenizer.eos_token_id
+
+
+def test_zip_holds_what_the_card_lists(exported):
+    result, _ = exported
+    card = result.card_path.read_text()
+    listed = {line[3:-1] for line in card.split("## Files", 1)[1].splitlines() if line.startswith("- `")}
+    with zipfile.ZipFile(result.zip_path) as zf:
+        assert zf.testzip() is None
+        names = {n.split("/", 1)[1] for n in zf.namelist()}
+        assert {n.split("/", 1)[0] for n in zf.namelist()} == {result.zip_path.stem}
+    assert names == listed
+    assert {"config.json", "model.safetensors", "tokenizer.json", "tokenizer_config.json", "README.md",
+            "generation_config.json", "curves.png"} <= names
+
+
+def test_card_tells_how_it_was_made(exported, trained_run):
+    result, _ = exported
+    card = result.card_path.read_text()
+    assert "SmolLM2-135M-Instruct" in card
+    assert f"`{DATASET}`: 1,200 examples (1,250 rows, 50 skipped as unusable)" in card
+    assert "| LoRA rank (r) | 8 |" in card and "| Adapted layers | q_proj, v_proj |" in card
+    assert "Final training loss: 1.875 (step 20)" in card and "Final validation loss: 2.125 (step 20)" in card
+    assert "(curves.png)" in card
+    assert (result.merged_dir / "curves.png").read_bytes() == trained_run.curves_path.read_bytes()
+    assert f"{result.check.merge_diff:.3g}" in card and f"{result.check.adapter_effect:.3g}" in card
+    assert "4-bit quantised base" in card
+
+
+def test_card_snippet_loads_and_generates(exported, capsys):
+    """The card's example, as a user would run it: plain transformers, no studio and no peft."""
+    card = exported[0].card_path.read_text()
+    code = card.split("```python\n", 1)[1].split("```", 1)[0]
+    assert '"path/to/this/folder"' in code and "max_new_tokens=100" in code
+    code = code.replace('"path/to/this/folder"', repr(str(exported[0].merged_dir)))
+    exec(code.replace("max_new_tokens=100", "max_new_tokens=3"), {})  # noqa: S102 - the card's own example
+    assert capsys.readouterr().out.strip()
+
+
+def test_progress_is_reported_in_order(exported):
+    _, steps = exported
+    fractions = [f for f, _ in steps]
+    assert fractions[0] == 0.0 and fractions[-1] == 1.0
+    assert fractions == sorted(fractions)
+    assert len(steps) >= 8 and all(message for _, message in steps)
+    assert any("Merging" in m for _, m in steps) and any("Zipp" in m for _, m in steps)
+
+
+def test_adapter_zip(trained_run, export_workspace):
+    path = export_adapter(trained_run, export_workspace)
+    assert path == export_workspace.exports / trained_run.id / f"{trained_run.id}-adapter.zip"
+    with zipfile.ZipFile(path) as zf:
+        names = {n.split("/", 1)[1] for n in zf.namelist()}
+        assert {"adapter_config.json", "adapter_model.safetensors"} <= names
+        config = json.loads(zf.read(f"{path.stem}/adapter_config.json"))
+    assert config["r"] == 8
+
+
+def test_a_run_without_adapter_is_refused(workspace, embedded_model_dir):
+    run = create_run(workspace, TrainConfig(model=str(embedded_model_dir), dataset="x"))
+    run.set_status(state="failed")
+    for export in (lambda: merge_run(run, workspace=workspace), lambda: export_adapter(run, workspace)):
+        with pytest.raises(ExportError, match="has no adapter yet"):
+            export()
+    assert not any(workspace.exports.iterdir())
+
+
+def test_a_run_still_training_is_refused(workspace, embedded_model_dir):
+    run = create_run(workspace, TrainConfig(model=str(embedded_model_dir), dataset="x"))
+    run.set_status(state="running")
+    with pytest.raises(ExportError, match="still running. Wait until it finishes"):
+        merge_run(run, workspace=workspace)
+
+
+def test_not_enough_disk_is_refused(trained_run, export_workspace, tmp_path, monkeypatch):
+    free = 300 * 1024**2
+    usage = namedtuple("usage", "total used free")
+    monkeypatch.setattr(shutil, "disk_usage", lambda _path: usage(10 * free, 9 * free, free))
+    out = tmp_path / "elsewhere" / "merged"
+    with pytest.raises(NotEnoughSpace) as with_zip:
+        merge_run(trained_run, out, workspace=export_workspace)
+    weights = 134_515_008 * 4  # SmolLM2-135M's parameters in float32
+    assert with_zip.value.needed > 2 * weights and with_zip.value.free == free
+    message = str(with_zip.value)
+    assert f"needs about {human_size(with_zip.value.needed)}" in message and "only 300 MB is free" in message
+    assert not out.parent.exists()
+    with pytest.raises(NotEnoughSpace) as folder_only:
+        merge_run(trained_run, out, workspace=export_workspace, make_zip=False)
+    assert weights < folder_only.value.needed < 2 * weights < with_zip.value.needed
+
+
+def test_a_folder_of_other_files_is_not_overwritten(trained_run, export_workspace, tmp_path):
+    out = tmp_path / "mine"
+    out.mkdir()
+    (out / "notes.txt").write_text("keep me")
+    with pytest.raises(ExportError, match="not an earlier LoRA Studio export"):
+        merge_run(trained_run, out, workspace=export_workspace)
+    assert (out / "notes.txt").read_text() == "keep me"
+
+
+def test_a_failed_merge_leaves_the_earlier_export_whole(exported, trained_run, export_workspace, monkeypatch):
+    import studio.export.merge as merge
+
+    def disk_full(folder, *_args):
+        (folder / "model.safetensors").write_bytes(b"half")
+        raise OSError(28, "No space left on device")
+
+    result, _ = exported
+    before = {p.name: p.stat().st_size for p in result.merged_dir.iterdir()}
+    monkeypatch.setattr(merge, "_merge_into", disk_full)
+    with pytest.raises(OSError, match="No space left"):
+        merge_run(trained_run, workspace=export_workspace, make_zip=False)
+    assert {p.name: p.stat().st_size for p in result.merged_dir.iterdir()} == before
+    assert not [p for p in result.merged_dir.parent.iterdir() if p.name.startswith(".")]
+
+
+@pytest.mark.parametrize("numbers, ok", [
+    ((1e-4, 21.2, 1.0, "float32"), True),
+    ((2e-3, 0.5, 1.0, "float32"), True),  # within 1% of the adapter's effect
+    ((0.02, 0.5, 1.0, "float32"), False),
+    ((1.31, 21.6, 0.97, "bfloat16"), True),  # what bf16 rounding gave with a strong adapter
+    ((1.96, 2.9, 0.987, "bfloat16"), True),  # and with a weak one: same next tokens
+    ((2.9, 2.9, 0.80, "bfloat16"), False),  # the adapter lost in the merge
+])
+def test_merge_check_verdict(numbers, ok):
+    merge_diff, effect, agreement, dtype = numbers
+    check = MergeCheck(merge_diff, effect, agreement, positions=117, prompts=3, dataset_examples=0, dtype=dtype)
+    assert check.ok is ok
+    assert check.verdict.startswith("OK" if ok else "MISMATCH")
+    assert f"{merge_diff:.3g}" in check.verdict and f"{effect:.3g}" in check.verdict
+
+
+def _cli(argv):
+    import argparse
+
+    parser = argparse.ArgumentParser()
+    parser.add_argument("--workspace")
+    register(parser.add_subparsers(dest="command", required=True))
+    args = parser.parse_args(argv)
+    return args.func(args)
+
+
+def test_cli_passes_the_run_and_options_and_prints_the_outcome(exported, trained_run, export_workspace, tmp_path,
+                                                              capsys, monkeypatch):
+    import studio.export.cli as cli
+
+    calls = []
+
+    def merge_run_as_before(run, out_dir, *, workspace, make_zip, progress):  # the real merge is tested above
+        calls.append((run.path, out_dir, workspace.root, make_zip))
+        progress(0.0, "Checking run")
+        progress(1.0, "Done")
+        return exported[0]
+
+    monkeypatch.setattr(cli, "merge_run", merge_run_as_before)
+    out = str(tmp_path / "cli-out")
+    root = str(export_workspace.root)
+    assert _cli(["--workspace", root, "merge", str(trained_run.path), "--out", out, "--zip"]) == 0
+    assert _cli(["--workspace", root, "merge", trained_run.id]) == 0  # a run id works as well as its folder
+    assert calls == [(trained_run.path, out, export_workspace.root, True),
+                     (trained_run.path, None, export_workspace.root, False)]
+    printed = capsys.readouterr().out
+    assert "[  0%] Checking run" in printed and "[100%] Done" in printed
+    assert f"Merge check: {exported[0].check.verdict}" in printed
+    assert f"Merged model: {exported[0].merged_dir}" in printed and f"Zip:          {exported[0].zip_path}" in printed
+
+
+def test_cli_errors_are_one_line_with_status_2(export_workspace, capsys):
+    status = _cli(["--workspace", str(export_workspace.root), "merge", "no-such-run"])
+    err = capsys.readouterr().err
+    assert status == 2
+    assert err.count("\n") == 1 and err.startswith("error: No run folder at 'no-such-run'")
+
+
+def _studio_merge_command_works() -> bool:
+    done = subprocess.run([sys.executable, "-m", "studio", "merge", "--help"], cwd=REPO, capture_output=True)
+    return done.returncode == 0
+
+
+def test_python_m_studio_merge(trained_run, export_workspace):
+    if not _studio_merge_command_works():
+        pytest.skip("python -m studio does not start yet (another area's command is missing)")
+    done = subprocess.run([sys.executable, "-m", "studio", "--workspace", str(export_workspace.root), "merge",
+                           trained_run.id + "-missing"], cwd=REPO, capture_output=True, text=True)
+    assert done.returncode == 2
+    assert done.stderr.startswith("error: No run folder") and done.stderr.count("\n") == 1

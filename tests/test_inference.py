@@ -1,0 +1,386 @@
+"""The chat engine: pooled bases and adapters, answers equal to plain transformers/peft, side by side in one
+batch, stopping, and many users at once while adapters come and go."""
+import json
+import os
+import shutil
+import subprocess
+import sys
+import threading
+from pathlib import Path
+
+import pytest
+import torch
+
+from studio.inference import (AdapterError, ChatError, GenerationSettings, ModelPool, chat, compare, conversation,
+                              render)
+from studio.inference import pool as pool_module
+
+REPO = Path(__file__).resolve().parent.parent
+PROMPT = "Tell me a story about a cat."
+TOKENS = 12
+GREEDY = GenerationSettings(temperature=0, max_new_tokens=TOKENS)
+
+
+@pytest.fixture(scope="module", autouse=True)
+def one_torch_thread():
+    # Two CPU cores shared with other test runs: several generations each spreading over both cores slow
+    # everything down; one thread each keeps the concurrent tests quick.
+    previous = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(previous)
+
+
+@pytest.fixture(scope="module")
+def model_path(embedded_model_dir) -> str:
+    return str(embedded_model_dir)
+
+
+@pytest.fixture(scope="module")
+def adapters(model_path, tmp_path_factory) -> list[str]:
+    """Two LoRA adapters with random non-zero weights (seeds 1 and 2), so their answers differ from the base."""
+    from peft import LoraConfig, get_peft_model
+
+    from studio.models import load_base_model
+
+    model, folders = load_base_model(model_path, "none"), []
+    for seed in (1, 2):
+        torch.manual_seed(seed)
+        peft = get_peft_model(model, LoraConfig(r=8, target_modules=["q_proj", "v_proj"], init_lora_weights=False))
+        folder = tmp_path_factory.mktemp(f"adapter-seed{seed}")
+        peft.save_pretrained(folder)
+        model = peft.unload()
+        folders.append(str(folder))
+    return folders
+
+
+def plain_answer(model, tokenizer, messages, max_new_tokens=TOKENS) -> str:
+    """A greedy answer straight from transformers, as a reference."""
+    text = tokenizer.apply_chat_template(messages, tokenize=False, add_generation_prompt=True)
+    ids = tokenizer(text, return_tensors="pt", add_special_tokens=False)
+    out = model.generate(**ids, max_new_tokens=max_new_tokens, do_sample=False)
+    return tokenizer.decode(out[0, ids["input_ids"].shape[1]:], skip_special_tokens=True)
+
+
+@pytest.fixture(scope="module")
+def reference(model_path, adapters, tokenizer) -> dict:
+    """Answers to PROMPT from a freshly loaded plain base, and from plain peft with each adapter."""
+    from peft import PeftModel
+
+    from studio.models import load_base_model
+
+    messages = [{"role": "user", "content": PROMPT}]
+    base = load_base_model(model_path, "none")
+    answers = {None: plain_answer(base, tokenizer, messages)}
+    peft = PeftModel.from_pretrained(base, adapters[0])
+    answers[adapters[0]] = plain_answer(peft, tokenizer, messages)
+    peft.load_adapter(adapters[1], adapter_name="second")
+    peft.set_adapter("second")
+    answers[adapters[1]] = plain_answer(peft, tokenizer, messages)
+    assert len(set(answers.values())) == 3, "the test adapters must change the answer"
+    return answers
+
+
+@pytest.fixture(scope="module")
+def pool() -> ModelPool:
+    return ModelPool(max_bases=1, max_adapters=4, max_concurrent=2)
+
+
+@pytest.fixture()
+def count_base_loads(monkeypatch) -> list:
+    loads = []
+    real = pool_module.load_base_model
+
+    def counting(path, quantization="4bit", *args, **kwargs):
+        loads.append((path, quantization))
+        return real(path, quantization, *args, **kwargs)
+
+    monkeypatch.setattr(pool_module, "load_base_model", counting)
+    return loads
+
+
+def answer(pool, model_path, adapter=None, **kwargs):
+    return chat(pool, model_path, PROMPT, adapter=adapter, settings=GREEDY, quantization="none", **kwargs).collect()[0]
+
+
+# ---- the pool ----
+
+@pytest.fixture(scope="module")
+def tiny_model_dir(tokenizer, tmp_path_factory) -> Path:
+    """A small random Llama with the embedded model's tokenizer: quick to load, for the pool's bookkeeping."""
+    from transformers import LlamaConfig, LlamaForCausalLM
+
+    folder = tmp_path_factory.mktemp("tiny-model")
+    LlamaForCausalLM(LlamaConfig(hidden_size=32, intermediate_size=64, num_hidden_layers=1, num_attention_heads=2,
+                                 num_key_value_heads=2, vocab_size=len(tokenizer))).save_pretrained(folder)
+    tokenizer.save_pretrained(folder)
+    return folder
+
+
+def test_pool_reuses_a_loaded_base_and_evicts_the_least_recently_used(tiny_model_dir, tmp_path, count_base_loads):
+    # Three names for the same weights are three pool entries.
+    a, b, c = (tmp_path / name for name in "abc")
+    for link in (a, b, c):
+        link.symlink_to(tiny_model_dir, target_is_directory=True)
+    pool = ModelPool(max_bases=2)
+    first_a = pool.base(str(a), "none")
+    assert pool.base(str(a), "none") is first_a
+    first_b = pool.base(str(b), "none")
+    pool.base(str(a), "none")  # a is now the most recently used
+    pool.base(str(c), "none")
+    assert first_b.closed and first_b.model is None
+    assert pool.base(str(a), "none") is first_a and not first_a.closed
+    assert [entry["model"] for entry in pool.loaded()] == [str(c), str(a)]
+    assert len(count_base_loads) == 3
+
+
+def test_auto_quantization_fits_the_machine(model_path, monkeypatch):
+    from studio.inference import choose_quantization
+
+    monkeypatch.setattr(torch.cuda, "is_available", lambda: False)
+    assert choose_quantization(model_path, "auto") == "none"
+    # On a GPU: 16-bit weights of this 135M-parameter model take about 270 MB.
+    monkeypatch.setattr(torch.cuda, "is_available", lambda: True)
+    monkeypatch.setattr(torch.cuda, "mem_get_info", lambda: (10 * 2**30, 80 * 2**30))
+    assert choose_quantization(model_path, "auto") == "none"
+    monkeypatch.setattr(torch.cuda, "mem_get_info", lambda: (500 * 2**20, 80 * 2**30))
+    assert choose_quantization(model_path, "auto") == "4bit"
+    assert choose_quantization(model_path, "8bit") == "8bit"
+    with pytest.raises(ValueError, match="quantization must be one of"):
+        choose_quantization(model_path, "3bit")
+
+
+def test_switching_cached_adapters_does_not_reload_anything(model_path, adapters, tmp_path, count_base_loads):
+    pool = ModelPool(max_adapters=2)
+    seen = []
+    for adapter in (adapters[0], adapters[1], adapters[0], adapters[1], None):
+        with pool.session(model_path, "none", [adapter]) as session:
+            seen.append(session.loaded_now[0])
+            base = session.base
+    assert seen == [True, True, False, False, False]
+    assert len(count_base_loads) == 1
+    assert all(info.load_s > 0 for info in base.adapters())
+
+    # A third adapter pushes out the least recently used one (adapters[0]), from the pool and from peft.
+    third = shutil.copytree(adapters[0], tmp_path / "third")
+    with pool.session(model_path, "none", [str(third)]) as session:
+        third_name = session.names[0]
+    assert [str(info.path) for info in base.adapters()] == [adapters[1], str(third)]
+    assert set(base.model.peft_config) == {info.name for info in base.adapters()} and third_name in base.model.peft_config
+    assert len(count_base_loads) == 1
+
+
+# ---- answers ----
+
+def test_base_answer_with_adapters_attached_equals_a_plain_base(pool, model_path, adapters, reference):
+    with pool.session(model_path, "none", adapters):  # both adapters attached to the pooled base
+        pass
+    result = answer(pool, model_path)
+    assert result.text == reference[None]
+    assert result.adapter is None and result.adapter_cached is None
+
+
+def test_adapter_answers_equal_plain_peft(pool, model_path, adapters, reference):
+    for adapter in adapters:
+        stream = chat(pool, model_path, PROMPT, adapter=adapter, settings=GREEDY, quantization="none")
+        streamed = "".join(deltas[0] for deltas in stream)
+        result = stream.answers[0]
+        assert result.text == reference[adapter] == streamed
+        assert result.tokens == TOKENS and result.finish == "length"
+        assert result.first_token_s > 0 and result.tokens_per_s > 0 and result.total_s >= result.first_token_s
+
+
+def test_side_by_side_batch_equals_two_separate_answers(pool, model_path, adapters, reference):
+    stream = compare(pool, model_path, PROMPT, left=None, right=adapters[0], settings=GREEDY, quantization="none")
+    deltas = list(stream)
+    assert any(left and right for left, right in deltas), "both answers stream at the same time"
+    assert [a.text for a in stream.answers] == [reference[None], reference[adapters[0]]]
+    assert ["".join(d[i] for d in deltas) for i in (0, 1)] == [reference[None], reference[adapters[0]]]
+
+    # Adapter against adapter, each side with its own (different length) history: left padding at work.
+    left_history = [{"role": "user", "content": "Hi"}, {"role": "assistant", "content": "Hello! How can I help?"}]
+    right_history = [{"role": "user", "content": "What is two plus two, and why is it four and not five?"},
+                     {"role": "assistant", "content": "Two plus two is four: count two, then two more."}]
+    both = compare(pool, model_path, PROMPT, left=adapters[0], right=adapters[1], left_history=left_history,
+                   right_history=right_history, system="Answer briefly.", settings=GREEDY, quantization="none")
+    separate = [chat(pool, model_path, PROMPT, adapter=adapter, history=history, system="Answer briefly.",
+                     settings=GREEDY, quantization="none").collect()[0].text
+                for adapter, history in ((adapters[0], left_history), (adapters[1], right_history))]
+    assert [a.text for a in both.collect()] == separate
+
+
+def test_stop_ends_the_answer_early(pool, model_path):
+    stream = chat(pool, model_path, PROMPT, settings=GenerationSettings(temperature=0, max_new_tokens=200),
+                  quantization="none")
+    for _ in stream:
+        stream.stop()
+    result = stream.answers[0]
+    assert result.finish == "stopped"
+    assert 0 < result.tokens < 20
+
+
+def test_sampling_settings(pool, model_path):
+    from transformers import GenerationConfig
+
+    greedy = GREEDY.generation_config(GenerationConfig(), [2], 2)
+    sampled = GenerationSettings(temperature=0.8, top_p=0.5).generation_config(GenerationConfig(), [2], 2)
+    assert (greedy.do_sample, greedy.temperature) == (False, None)
+    assert (sampled.do_sample, sampled.temperature, sampled.top_p) == (True, 0.8, 0.5)
+    result = chat(pool, model_path, PROMPT, settings=GenerationSettings(temperature=0.8, max_new_tokens=4),
+                  quantization="none").collect()[0]
+    assert 0 < result.tokens <= 4
+    with pytest.raises(ChatError, match="temperature must be between 0 and 2"):
+        GenerationSettings(temperature=3).validate()
+
+
+def test_prompt_layout(tokenizer):
+    history = [{"role": "user", "content": "Hi"}, {"role": "assistant", "content": "Hello!"}]
+    text = render(tokenizer, conversation("And now?", history, system="Be brief."))
+    assert text.index("Be brief.") < text.index("Hi") < text.index("Hello!") < text.index("And now?")
+    assert text.endswith("<|im_start|>assistant\n")
+    without_template = type(tokenizer).from_pretrained(tokenizer.name_or_path)
+    without_template.chat_template = None  # the fallback training uses for such models
+    assert render(without_template, conversation("And now?")).endswith("### Assistant:\n")
+    with pytest.raises(ChatError, match="Type a message"):
+        conversation("   ")
+
+
+# ---- many users ----
+
+def test_concurrent_users_each_get_their_own_adapter(model_path, adapters, reference, tmp_path, monkeypatch):
+    pool = ModelPool(max_adapters=2, max_concurrent=3)
+    attaches = []
+    real_attach = pool_module.PooledBase._attach
+    monkeypatch.setattr(pool_module.PooledBase, "_attach",
+                        lambda self, source: attaches.append(source.path) or real_attach(self, source))
+    # Copies of an adapter are other adapters to the pool: loading them evicts the users' adapters.
+    churn = [str(shutil.copytree(adapters[0], tmp_path / f"churn{i}")) for i in range(2)]
+    results, errors = {}, []
+    start = threading.Barrier(4)
+
+    def user(adapter):
+        try:
+            start.wait()
+            for _ in range(2):
+                results.setdefault(adapter, []).append(answer(pool, model_path, adapter).text)
+        except Exception as e:  # noqa: BLE001 - reported by the assertion below
+            errors.append(e)
+
+    def loader():
+        try:
+            start.wait()
+            for adapter in churn * 2:
+                with pool.session(model_path, "none", [adapter]):
+                    pass
+        except Exception as e:  # noqa: BLE001
+            errors.append(e)
+
+    threads = [threading.Thread(target=user, args=(a,)) for a in (None, *adapters)] + [threading.Thread(target=loader)]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join(timeout=300)
+    assert not errors
+    assert results == {adapter: [reference[adapter]] * 2 for adapter in (None, *adapters)}
+    assert len(attaches) >= 6  # both users' adapters and four churn loads
+    assert len(pool.base(model_path, "none").adapters()) <= 2
+
+
+def test_generations_at_once_never_exceed_the_limit(pool, model_path, adapters, monkeypatch):
+    base = pool.base(model_path, "none")
+    running, peak, guard = [0], [0], threading.Lock()
+    real_generate = base.model.generate
+
+    def counting_generate(*args, **kwargs):
+        with guard:
+            running[0] += 1
+            peak[0] = max(peak[0], running[0])
+        try:
+            return real_generate(*args, **kwargs)
+        finally:
+            with guard:
+                running[0] -= 1
+
+    monkeypatch.setattr(base.model, "generate", counting_generate)
+    settings = GenerationSettings(temperature=0, max_new_tokens=4)
+    streams = [chat(pool, model_path, PROMPT, adapter=a, settings=settings, quantization="none")
+               for a in (None, *adapters, None, adapters[0])]
+    results = [s.collect()[0] for s in streams]
+    assert peak[0] == pool.max_concurrent == 2
+    assert max(r.waited_s for r in results) > 0
+
+
+# ---- wrong adapters ----
+
+def edited_copy(adapter: str, folder: Path, **changes) -> str:
+    shutil.copytree(adapter, folder)
+    config = json.loads((folder / "adapter_config.json").read_text())
+    (folder / "adapter_config.json").write_text(json.dumps({**config, **changes}))
+    return str(folder)
+
+
+def test_clear_errors_for_adapters_chat_cannot_use(pool, model_path, adapters, reference, tmp_path):
+    from peft import LoraConfig, get_peft_model
+    from transformers import LlamaConfig, LlamaForCausalLM
+
+    tiny = LlamaForCausalLM(LlamaConfig(hidden_size=64, intermediate_size=128, num_hidden_layers=2,
+                                        num_attention_heads=4, num_key_value_heads=4, vocab_size=500))
+    tiny.name_or_path = "someone/tiny-llama"
+    get_peft_model(tiny, LoraConfig(r=4, target_modules=["q_proj", "v_proj"])).save_pretrained(tmp_path / "tiny")
+    (tmp_path / "empty").mkdir()
+    cases = {
+        str(tmp_path / "empty"): "not a peft adapter folder",
+        str(tmp_path / "missing"): "No adapter folder",
+        str(tmp_path / "tiny"): "does not fit SmolLM2-135M-Instruct.*trained for 'someone/tiny-llama'",
+        edited_copy(adapters[0], tmp_path / "dora", use_dora=True): "DoRA adapter",
+        edited_copy(adapters[0], tmp_path / "ia3", peft_type="IA3"): "adapter of kind IA3",
+    }
+    for folder, message in cases.items():
+        with pytest.raises(AdapterError, match=message):
+            answer(pool, model_path, folder)
+    # The refused adapters left the shared model as it was.
+    assert answer(pool, model_path).text == reference[None]
+    assert answer(pool, model_path, adapters[0]).text == reference[adapters[0]]
+
+
+# ---- the command line ----
+
+def run_cli(argv: list[str], workspace, capsys) -> tuple[int, str, str]:
+    """python -m studio ... in a child process; while the other areas' commands are missing (studio's
+    __main__ imports them all), the chat command's own parser in this process."""
+    command = [sys.executable, "-m", "studio", "--workspace", str(workspace.root), *argv]
+    if subprocess.run([sys.executable, "-m", "studio", "--help"], cwd=REPO, capture_output=True).returncode == 0:
+        done = subprocess.run(command, cwd=REPO, capture_output=True, text=True,
+                              env={**os.environ, "HF_HUB_OFFLINE": "1"})
+        return done.returncode, done.stdout, done.stderr
+    import argparse
+
+    from studio.inference import cli
+
+    parser = argparse.ArgumentParser()
+    parser.add_argument("--workspace")
+    cli.register(parser.add_subparsers())
+    args = parser.parse_args(command[3:])
+    code = args.func(args)
+    captured = capsys.readouterr()
+    return code, captured.out, captured.err
+
+
+def test_cli_compare_json(workspace, model_path, adapters, reference, capsys):
+    from studio.config import TrainConfig
+    from studio.runs import create_run
+
+    run = create_run(workspace, TrainConfig(model=model_path, dataset="x"))
+    shutil.copytree(adapters[0], run.adapter_dir)
+    code, out, err = run_cli(["chat", "--run", str(run.path), "--prompt", PROMPT, "--compare", "--json",
+                              "--max-new-tokens", str(TOKENS), "--quantization", "none"], workspace, capsys)
+    assert code == 0, err
+    result = json.loads(out)
+    assert (result["base"], result["adapter"]) == (reference[None], reference[adapters[0]])
+    assert result["timing"]["adapter"]["tokens"] == TOKENS
+
+
+def test_cli_errors_are_one_line_and_status_2(workspace, tmp_path, capsys):
+    code, out, err = run_cli(["chat", "--adapter", str(tmp_path), "--prompt", "hi"], workspace, capsys)
+    assert code == 2 and out == ""
+    assert err.count("\n") == 1 and err.startswith("error:") and "not a peft adapter folder" in err

@@ -1,0 +1,54 @@
+"""The job queue's bookkeeping, without training: restart recovery, ownership, the queue's order."""
+import os
+import subprocess
+import sys
+
+import pytest
+
+from studio.config import TrainConfig
+from studio.jobs import JobQueue, NotAllowed, pid_alive, train_command
+from studio.runs import create_run
+
+
+def dead_pid() -> int:
+    child = subprocess.Popen([sys.executable, "-c", "pass"])
+    child.wait()
+    return child.pid
+
+
+def test_restart_marks_dead_runs_interrupted_and_keeps_the_queue(workspace):
+    crashed = create_run(workspace, TrainConfig(dataset="d"), owner="ana")
+    crashed.set_status(state="running", pid=dead_pid())
+    waiting = create_run(workspace, TrainConfig(dataset="d"), owner="bo")
+    queue = JobQueue(workspace, slots=[])  # no workers: nothing starts
+    try:
+        assert crashed.state == "interrupted" and "Resume" in crashed.status()["message"]
+        assert waiting.state == "queued" and [r.id for r in queue.queue()] == [waiting.id]
+    finally:
+        queue.close()
+
+
+def test_only_the_owner_or_an_admin_may_stop_or_delete(workspace):
+    run = create_run(workspace, TrainConfig(dataset="d"), owner="ana")
+    queue = JobQueue(workspace, slots=[])
+    try:
+        with pytest.raises(NotAllowed, match="belongs to ana"):
+            queue.stop(run.id, user="bo")
+        with pytest.raises(ValueError, match="stop it before deleting"):
+            queue.delete(run.id, user="ana")
+        queue.stop(run.id, user="admin", admin=True)
+        assert run.state == "stopped" and "Removed from the queue" in run.status()["message"]
+        queue.delete(run.id, user="ana")
+        assert not run.path.exists()
+    finally:
+        queue.close()
+
+
+def test_the_child_command_is_the_plain_cli(workspace):
+    run = create_run(workspace, TrainConfig(dataset="d"))
+    assert train_command(workspace, run)[1:] == ["-m", "studio", "--workspace", str(workspace.root), "train",
+                                                 str(run.path)]
+
+
+def test_pid_alive():
+    assert pid_alive(os.getpid()) and not pid_alive(dead_pid()) and not pid_alive(None)

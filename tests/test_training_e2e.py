@@ -1,0 +1,95 @@
+"""End to end on the CPU: the job queue trains the embedded model with QLoRA in child processes."""
+import os
+import signal
+import time
+from pathlib import Path
+
+import pytest
+
+from studio.config import TrainConfig
+from studio.jobs import JobQueue
+from studio.runs import Run
+
+PIRATE = Path(__file__).parent / "data" / "pirate_chat.jsonl"
+QUICK = dict(batch_size=4, learning_rate=1e-3, val_fraction=0.2, eval_steps=4, save_steps=2, max_length=96,
+             lora_r=8, lora_alpha=16, target_modules=["q_proj", "v_proj"], quantization="4bit", warmup_ratio=0.0)
+
+
+def quick_config(model_dir, **overrides) -> TrainConfig:
+    return TrainConfig(model=str(model_dir), dataset=str(PIRATE), **{**QUICK, **overrides})
+
+
+def wait_for(condition, timeout=240, what="condition"):
+    deadline = time.time() + timeout
+    while time.time() < deadline:
+        if condition():
+            return
+        time.sleep(0.3)
+    raise AssertionError(f"timed out waiting for {what}")
+
+
+@pytest.fixture()
+def queue(workspace):
+    q = JobQueue(workspace, slots=[""], stop_timeout=60, poll=0.2)
+    yield q
+    q.close()
+
+
+def assert_adapter_loads(run: Run, model_dir):
+    from peft import PeftModel
+    from transformers import AutoModelForCausalLM
+
+    model = PeftModel.from_pretrained(AutoModelForCausalLM.from_pretrained(model_dir), run.adapter_dir)
+    assert any("lora_A" in name for name, _ in model.named_parameters())
+
+
+def test_two_queued_runs_train_one_after_the_other(queue, embedded_model_dir):
+    first = queue.submit(quick_config(embedded_model_dir, max_steps=8), name="first")
+    second = queue.submit(quick_config(embedded_model_dir, max_steps=2), name="second")
+    assert [r.id for r in queue.queue()][:2] == [first.id, second.id]
+    assert queue.wait(first.id, timeout=400) == "completed", first.log_tail()
+    assert queue.wait(second.id, timeout=400) == "completed", second.log_tail()
+    assert second.status()["started"] >= first.status()["ended"]
+
+    metrics = first.metrics()
+    start = next(m for m in metrics if m.get("event") == "start")
+    assert start["train_mode"] is True and start["gradient_checkpointing"] is True
+    losses = [m["loss"] for m in metrics if "loss" in m]
+    assert len(losses) == 8 and min(losses[-3:]) < losses[0]
+    assert any("eval_loss" in m and "perplexity" in m for m in metrics)
+    assert all(m["tokens_per_s"] > 0 for m in metrics if "loss" in m)
+    assert first.curves_path.stat().st_size > 10_000
+    samples = first.gpu_samples()
+    assert samples[0]["event"] == "no-gpu" and any(s.get("used_gb", 0) > 0.2 for s in samples)
+    assert_adapter_loads(first, embedded_model_dir)
+
+
+def test_stop_mid_run_leaves_a_loadable_adapter(queue, embedded_model_dir):
+    run = queue.submit(quick_config(embedded_model_dir, max_steps=500))
+    wait_for(lambda: any(m.get("step", 0) >= 2 for m in run.metrics() if "loss" in m), what="two steps")
+    queue.stop(run.id)
+    assert queue.wait(run.id, timeout=120) == "stopped"
+    assert "adapter trained so far is saved" in run.status()["message"]
+    assert_adapter_loads(run, embedded_model_dir)
+
+
+def test_killed_run_is_interrupted_and_resumes_from_its_checkpoint(queue, embedded_model_dir):
+    run = queue.submit(quick_config(embedded_model_dir, max_steps=6, val_fraction=0.0))
+    wait_for(lambda: run.latest_checkpoint() is not None, what="a checkpoint")
+    os.kill(run.status()["pid"], signal.SIGKILL)
+    assert queue.wait(run.id, timeout=60) == "interrupted"
+    checkpoint_step = int(run.latest_checkpoint().name.split("-")[1])
+    queue.resume(run.id)
+    assert queue.wait(run.id, timeout=400) == "completed", run.log_tail()
+    assert f"Resuming from checkpoint-{checkpoint_step}" in run.log_path.read_text()
+    steps = [m["step"] for m in run.metrics() if "loss" in m]
+    assert steps == sorted(set(steps)) and steps[-1] == 6  # no step counted twice after the resume
+    assert_adapter_loads(run, embedded_model_dir)
+
+
+def test_a_failing_run_says_why(queue, embedded_model_dir, tmp_path):
+    empty = tmp_path / "nothing.jsonl"
+    empty.write_text('{"messages": [{"role": "user", "content": "hi"}]}\n')  # no assistant turn: nothing to learn
+    run = queue.submit(TrainConfig(model=str(embedded_model_dir), dataset=str(empty), max_steps=2))
+    assert queue.wait(run.id, timeout=200) == "failed"
+    assert "no valid rows" in run.status()["message"]
