@@ -33,3 +33,43 @@ def tokenizer(embedded_model_dir):
 @pytest.fixture()
 def workspace(tmp_path) -> Workspace:
     return Workspace.at(tmp_path / "workspace")
+
+
+# ---- the app in a real browser -------------------------------------------------------------------
+
+@pytest.fixture()
+def studio_app(workspace, embedded_model_dir):
+    """The Gradio app on a free local port, over a fresh workspace that already holds the embedded model."""
+    import socket
+
+    from studio.jobs import JobQueue
+    from studio.models import EMBEDDED_NAME
+    from studio.ui.app import build_app
+    from studio.ui.context import Studio
+
+    (workspace.models / EMBEDDED_NAME).symlink_to(embedded_model_dir)
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        port = s.getsockname()[1]
+    studio = Studio(workspace, JobQueue(workspace, slots=[""], poll=0.2))
+    app = build_app(studio)
+    app.launch(server_name="127.0.0.1", server_port=port, prevent_thread_lock=True, quiet=True)
+    studio.url = f"http://127.0.0.1:{port}/"
+    yield studio
+    app.close()
+    studio.queue.close()
+
+
+@pytest.fixture()
+def page():
+    """A page in Debian's headless chromium (never a downloaded browser)."""
+    from playwright.sync_api import sync_playwright
+
+    with sync_playwright() as p:
+        browser = p.chromium.launch(executable_path="/usr/bin/chromium", args=[
+            "--no-sandbox", "--disable-gpu", "--disable-quic", "--no-first-run", "--disable-background-networking",
+            "--disable-component-update", "--disable-sync"])
+        page = browser.new_page(viewport={"width": 1400, "height": 1000})
+        page.set_default_timeout(30_000)
+        yield page
+        browser.close()
