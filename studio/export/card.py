@@ -36,7 +36,7 @@ from transformers import AutoModelForCausalLM, AutoTokenizer
 
 path = "path/to/this/folder"  # the unzipped folder that holds this README
 tokenizer = AutoTokenizer.from_pretrained(path)
-model = AutoModelForCausalLM.from_pretrained(path, dtype="auto")
+model = AutoModelForCausalLM.from_pretrained(path, dtype="auto", device_map="auto")  # on the GPU if there is one
 
 messages = [{"role": "user", "content": "Hello! What can you do?"}]
 inputs = tokenizer.apply_chat_template(messages, add_generation_prompt=True,
@@ -94,7 +94,7 @@ def render_card(run: Run, workspace: Workspace, check: MergeCheck, files: list[s
         f"| Same next token, merged vs base + adapter | {check.token_agreement:.1%} |",
         "", f"**{check.verdict}**", "",
         "## How to use it", "",
-        "With Python and the `transformers` library (`pip install transformers torch`):", "",
+        "With Python and the `transformers` library (`pip install transformers accelerate torch`):", "",
         _USAGE, "",
         "## Files", "",
     ]

