@@ -9,6 +9,7 @@ from ..config import ConfigError, TrainConfig
 from ..models import ModelNotFound, compute_dtype, load_base_model, load_tokenizer, resolve_model
 from ..runs import Run
 from ..workspace import Workspace
+from .attention import use_varlen_attention
 from .curves import draw_curves
 from .recorder import RunRecorder
 from .targets import resolve_target_modules
@@ -66,12 +67,16 @@ def _train(run: Run, config: TrainConfig, workspace: Workspace) -> str:
     if checkpoint:
         print(f"Resuming from {checkpoint.name}", flush=True)
     trainer.train(resume_from_checkpoint=str(checkpoint) if checkpoint else None)
-    if val_set is not None and not recorder.stopped:
+    if val_set is not None and not recorder.stopped and not _evaluated_last_step(trainer.state):
         trainer.evaluate()  # the final validation loss, logged like the others
     trainer.model.save_pretrained(run.adapter_dir)
     tokenizer.save_pretrained(run.adapter_dir)
     print(f"Adapter saved to {run.adapter_dir}", flush=True)
     return "stopped" if recorder.stopped else "completed"
+
+
+def _evaluated_last_step(state) -> bool:
+    return any("eval_loss" in entry and entry.get("step") == state.global_step for entry in state.log_history)
 
 
 def build_trainer(config: TrainConfig, model_path: str, tokenizer, train_set, val_set, output_dir: str,
@@ -82,6 +87,7 @@ def build_trainer(config: TrainConfig, model_path: str, tokenizer, train_set, va
     from trl import SFTTrainer
 
     model = load_base_model(model_path, config.quantization, config.double_quant)
+    use_varlen_attention(model)  # batches are padding-free (see training_arguments)
     lora = LoraConfig(r=config.lora_r, lora_alpha=config.lora_alpha, lora_dropout=config.lora_dropout,
                       target_modules=resolve_target_modules(model, config.target_modules), task_type="CAUSAL_LM")
     args = training_arguments(config, output_dir, evaluate=val_set is not None)
