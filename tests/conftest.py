@@ -53,7 +53,8 @@ def studio_app(workspace, embedded_model_dir):
         port = s.getsockname()[1]
     studio = Studio(workspace, JobQueue(workspace, slots=[""], poll=0.2))
     app = build_app(studio)
-    app.launch(server_name="127.0.0.1", server_port=port, prevent_thread_lock=True, quiet=True)
+    app.launch(server_name="127.0.0.1", server_port=port, prevent_thread_lock=True, quiet=True,
+               allowed_paths=[str(workspace.exports)])
     studio.url = f"http://127.0.0.1:{port}/"
     yield studio
     app.close()

@@ -1,0 +1,183 @@
+"""Chat latency and memory of studio.inference on whatever device is here.
+
+    swap_cached_ms          time until an answer can start with another adapter that is already attached
+                            (median): with per-row routing nothing in the model changes, so this is the pool's
+                            bookkeeping and locks
+    first_load_ms           attaching an adapter the first time: checking it fits, reading it, peft's load (median)
+    side_by_side_mem_ratio  memory while answering base + adapter side by side in one batch, over memory while
+                            answering with the base alone (process RSS on the CPU, torch.cuda.max_memory_allocated
+                            on a GPU); a second copy of the base for the comparison would make it about 2
+    plus time to first token and tokens per second: the base, an adapter (routed per row, and through peft's
+    ordinary active adapter for comparison), and base + adapter side by side.
+
+    python bench/chat_latency.py                       # the embedded SmolLM2-135M, rank 16
+    python bench/chat_latency.py --model Qwen/Qwen2.5-1.5B-Instruct --adapter-rank 64
+Writes bench/results/chat.json.
+"""
+from __future__ import annotations
+
+import argparse
+import json
+import multiprocessing
+import shutil
+import statistics
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
+
+PROMPT = "Write a short story about a lighthouse keeper."
+
+
+def make_adapters(model_path: str, rank: int, targets, folder: str, seeds: tuple[int, ...]) -> None:
+    """Random non-zero LoRA adapters, made in a child process so their model never counts in this one's memory."""
+    import torch
+    from peft import LoraConfig, get_peft_model
+
+    from studio.models import load_base_model
+
+    model = load_base_model(model_path, "none" if not torch.cuda.is_available() else "4bit")
+    for seed in seeds:
+        torch.manual_seed(seed)
+        peft = get_peft_model(model, LoraConfig(r=rank, lora_alpha=2 * rank, target_modules=targets,
+                                                init_lora_weights=False))
+        peft.save_pretrained(Path(folder) / f"seed{seed}")
+        model = peft.unload()
+
+
+def peft_active_tokens_per_s(base, max_new_tokens: int) -> float:
+    """Writing speed of peft's ordinary path on the same weights (no per-row routing: the adapter peft has
+    active, the first one attached), to show what the routing costs."""
+    import torch
+    from transformers import StoppingCriteria, StoppingCriteriaList
+
+    class Clock(StoppingCriteria):
+        times: list[float] = []
+
+        def __call__(self, input_ids, scores, **kwargs):
+            self.times.append(time.perf_counter())
+            return torch.zeros(input_ids.shape[0], dtype=torch.bool, device=input_ids.device)
+
+    text = base.tokenizer.apply_chat_template([{"role": "user", "content": PROMPT}], tokenize=False,
+                                              add_generation_prompt=True)
+    ids = base.tokenizer(text, return_tensors="pt", add_special_tokens=False).to(base.model.device)
+    clock = Clock()
+    base.model.generate(**ids, max_new_tokens=max_new_tokens, min_new_tokens=max_new_tokens, do_sample=False,
+                        stopping_criteria=StoppingCriteriaList([clock]))
+    return (len(clock.times) - 1) / (clock.times[-1] - clock.times[0])
+
+
+def memory_now() -> float:
+    """Bytes in use: the peak of GPU memory allocated since the last reset, or the process's resident memory."""
+    import psutil
+    import torch
+
+    if torch.cuda.is_available():
+        torch.cuda.synchronize()
+        return float(torch.cuda.max_memory_allocated())
+    return float(psutil.Process().memory_info().rss)
+
+
+def main(argv=None) -> int:
+    from studio.config import TrainConfig
+    from studio.models import EMBEDDED, resolve_model
+    from studio.workspace import Workspace
+
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--model", default=EMBEDDED, help="a model folder, hub id or .gguf file (default: embedded)")
+    parser.add_argument("--adapter-rank", type=int, default=16)
+    parser.add_argument("--targets", default=",".join(TrainConfig().target_modules),
+                        help="LoRA target modules, comma separated, or all-linear (default: the studio's default)")
+    parser.add_argument("--quantization", default="auto", choices=("auto", "4bit", "8bit", "none"))
+    parser.add_argument("--max-new-tokens", type=int, default=32)
+    parser.add_argument("--swaps", type=int, default=50, help="cached adapter switches to time")
+    parser.add_argument("--first-loads", type=int, default=4, help="first adapter loads to time")
+    parser.add_argument("--workspace", help="where the embedded model is converted (default: ./workspace)")
+    parser.add_argument("--out", default=str(Path(__file__).resolve().parent / "results" / "chat.json"))
+    args = parser.parse_args(argv)
+
+    import torch
+
+    from studio.inference import GenerationSettings, ModelPool, chat, compare
+
+    model_path = resolve_model(args.model, Workspace.at(args.workspace), progress=print)
+    targets = args.targets if args.targets == "all-linear" else \
+        [t.strip() for t in args.targets.split(",") if t.strip()]
+    scratch = Path(tempfile.mkdtemp(prefix="chat-bench-"))
+    try:
+        child = multiprocessing.get_context("spawn").Process(
+            target=make_adapters, args=(model_path, args.adapter_rank, targets, str(scratch), (1, 2)))
+        child.start()
+        child.join()
+        if child.exitcode:
+            raise SystemExit(f"making the test adapters failed (exit {child.exitcode})")
+        first, second = str(scratch / "seed1"), str(scratch / "seed2")
+        # Copies are distinct adapters to the pool: each is a first load.
+        fresh = [str(shutil.copytree(first, scratch / f"copy{i}")) for i in range(args.first_loads)]
+
+        pool = ModelPool(max_adapters=len(fresh) + 2, max_concurrent=1)
+        settings = GenerationSettings(temperature=0, max_new_tokens=args.max_new_tokens)
+        base = pool.base(model_path, args.quantization)
+        chat(pool, model_path, PROMPT, settings=settings, quantization=args.quantization).collect()  # warm up
+        if torch.cuda.is_available():
+            torch.cuda.reset_peak_memory_stats()
+        base_alone = chat(pool, model_path, PROMPT, settings=settings, quantization=args.quantization).collect()[0]
+        base_mem = memory_now()
+
+        with pool.session(model_path, args.quantization, [first]) as session:
+            loads = [session.adapters[0].load_s]
+        if torch.cuda.is_available():
+            torch.cuda.reset_peak_memory_stats()
+        side = compare(pool, model_path, PROMPT, left=None, right=first, settings=settings,
+                       quantization=args.quantization).collect()
+        side_mem = memory_now()
+        alone = chat(pool, model_path, PROMPT, adapter=first, settings=settings,
+                     quantization=args.quantization).collect()[0]
+        peft_active = peft_active_tokens_per_s(base, args.max_new_tokens)
+
+        for adapter in [second, *fresh]:
+            with pool.session(model_path, args.quantization, [adapter]) as session:
+                loads.append(session.adapters[0].load_s)
+
+        swaps = []
+        for i in range(args.swaps):
+            started = time.perf_counter()
+            with pool.session(model_path, args.quantization, [(first, second)[i % 2]]) as session:
+                swaps.append(time.perf_counter() - started)
+                if session.loaded_now[0]:
+                    raise SystemExit("a cached adapter was loaded again: raise max_adapters")
+
+        result = {
+            "device": torch.cuda.get_device_name() if torch.cuda.is_available() else "cpu",
+            "model": model_path,
+            "quantization": base.quantization,
+            "adapter_rank": args.adapter_rank,
+            "adapter_targets": targets,
+            "swap_cached_ms": round(1000 * statistics.median(swaps), 3),
+            "first_load_ms": round(1000 * statistics.median(loads), 1),
+            "side_by_side_mem_ratio": round(side_mem / base_mem, 4),
+            "memory_measure": "torch.cuda.max_memory_allocated" if torch.cuda.is_available() else "process RSS",
+            "base_mem_mb": round(base_mem / 2**20, 1),
+            "side_by_side_mem_mb": round(side_mem / 2**20, 1),
+            "max_new_tokens": args.max_new_tokens,
+            "base_tokens_per_s": round(base_alone.tokens_per_s, 2),
+            "adapter_tokens_per_s": round(alone.tokens_per_s, 2),
+            "adapter_tokens_per_s_peft_active_adapter": round(peft_active, 2),
+            "side_by_side_tokens_per_s_per_answer": round(min(a.tokens_per_s for a in side), 2),
+            "adapter_first_token_ms": round(1000 * alone.first_token_s, 1),
+            "side_by_side_first_token_ms": round(1000 * side[1].first_token_s, 1),
+            "torch_threads": torch.get_num_threads(),
+        }
+    finally:
+        shutil.rmtree(scratch, ignore_errors=True)
+    out = Path(args.out)
+    out.parent.mkdir(parents=True, exist_ok=True)
+    out.write_text(json.dumps(result, indent=2) + "\n")
+    print(json.dumps(result, indent=2))
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,62 @@
+"""The Export tab: merge a finished run into a standalone model, check it, and download it."""
+from __future__ import annotations
+
+import gradio as gr
+
+from ..export import ExportError, export_adapter, merge_run
+from ..runs import find_run, list_runs
+from .context import Studio
+
+
+def finished_runs(studio: Studio) -> list[str]:
+    """Runs with an adapter to export: finished ones, and stopped ones that saved what they had."""
+    return [r.id for r in list_runs(studio.workspace) if r.has_adapter() and r.state in ("completed", "stopped")]
+
+
+def merge(studio: Studio, run_id: str, progress=None) -> tuple[str, str | None]:
+    """(a message for the page, the zip to download or None)."""
+    if not run_id:
+        return "❌ Choose a finished run first (train one in the Train tab).", None
+    try:
+        result = merge_run(find_run(studio.workspace, run_id), workspace=studio.workspace, progress=progress)
+    except (ExportError, ValueError, OSError) as e:
+        return f"❌ {e}", None
+    check = result.check
+    headline = "✔ The merged model matches base + adapter." if check.ok else \
+        "✖ The merged model does not match base + adapter closely enough — download the adapter alone instead."
+    return (f"{headline}\n\n{check.verdict}\n\nSaved in `{result.merged_dir}` "
+            f"({result.size_bytes / 2**30:.2f} GB). The zip holds the model, its tokenizer and a model card "
+            "(README.md) that says how to load it."), str(result.zip_path) if result.zip_path else None
+
+
+def adapter_zip(studio: Studio, run_id: str) -> tuple[str, str | None]:
+    if not run_id:
+        return "❌ Choose a finished run first.", None
+    try:
+        path = export_adapter(find_run(studio.workspace, run_id), studio.workspace)
+    except (ExportError, ValueError, OSError) as e:
+        return f"❌ {e}", None
+    return f"✔ The adapter alone ({path.stat().st_size / 2**20:.1f} MB); load it on top of the base model with peft.", \
+        str(path)
+
+
+def build(studio: Studio):
+    gr.Markdown("Merge the adapter into the base model to get one standalone model that runs anywhere "
+                "with plain transformers — or take the small adapter alone.")
+    with gr.Row():
+        run_pick = gr.Dropdown(finished_runs(studio), label="Finished run", scale=3, elem_id="export-run")
+        merge_button = gr.Button("Merge and check", variant="primary", scale=1, elem_id="export-merge")
+        adapter_button = gr.Button("Adapter only", scale=1, elem_id="export-adapter")
+    result = gr.Markdown(elem_id="export-result")
+    download = gr.File(label="Download", interactive=False, elem_id="export-download")
+
+    def on_merge(run_id, progress=gr.Progress()):
+        return merge(studio, run_id, progress=lambda fraction, message: progress(fraction, desc=message))
+
+    merge_button.click(on_merge, run_pick, [result, download])
+    adapter_button.click(lambda run_id: adapter_zip(studio, run_id), run_pick, [result, download])
+
+    def on_focus():
+        return gr.update(choices=finished_runs(studio))
+
+    return on_focus, [run_pick]
