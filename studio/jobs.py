@@ -163,7 +163,8 @@ class JobQueue:
                     self._claimed.discard(run.id)
 
     def _run_child(self, run: Run, slot: str) -> None:
-        env = {**os.environ, "PYTHONUNBUFFERED": "1"}
+        # The log is read by people: no progress bars redrawn line after line, no library deprecation notices.
+        env = {**os.environ, "PYTHONUNBUFFERED": "1", "TQDM_DISABLE": "1", "PYTHONWARNINGS": "ignore::FutureWarning"}
         if slot:
             env["CUDA_VISIBLE_DEVICES"] = slot
         with open(run.log_path, "ab") as log:

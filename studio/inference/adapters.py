@@ -14,7 +14,8 @@ from pathlib import Path
 WEIGHT_FILES = ("adapter_model.safetensors", "adapter_model.bin")
 
 # Saved LoRA tensors: base_model.model.<layer path>.lora_A.weight (lora_embedding_A for embeddings).
-_LORA_KEY = re.compile(r"^base_model\.model\.(?P<layer>.+)\.(?:lora_(?P<ab>[AB])\.weight|lora_embedding_(?P<eab>[AB]))$")
+_LORA_KEY = re.compile(r"^base_model\.model\.(?P<layer>.+)\."
+                       r"(?:lora_(?P<ab>[AB])\.weight|lora_embedding_(?P<eab>[AB]))$")
 
 
 class AdapterError(ValueError):

@@ -27,7 +27,8 @@ def register(subparsers) -> None:
     p.add_argument("--compare", action="store_true", help="also answer with the base model, side by side")
     p.add_argument("--json", action="store_true", help="print one JSON object with the answers and their timings")
     p.add_argument("--max-new-tokens", type=int, default=256, help="the longest answer, in tokens (default 256)")
-    p.add_argument("--temperature", type=float, default=0.0, help="0 = greedy (default); up to 2 for more varied answers")
+    p.add_argument("--temperature", type=float, default=0.0,
+                   help="0 = greedy (default); up to 2 for more varied answers")
     p.add_argument("--top-p", type=float, default=0.9, help="with --temperature above 0: sample from the most "
                                                             "likely tokens that together have this probability")
     p.add_argument("--repetition-penalty", type=float, default=1.0, help="above 1 discourages repeating (default 1)")
@@ -72,7 +73,8 @@ def run_chat(args: argparse.Namespace) -> int:
     labels = ["base", "adapter"] if args.compare else ["adapter"]
     if args.json:
         print(json.dumps({**{k: a.text for k, a in zip(labels, answers)},
-                          "timing": {k: a.to_dict() for k, a in zip(labels, answers)}}, ensure_ascii=False))
+                          "timing": {k: {n: v for n, v in a.to_dict().items() if n != "text"}
+                                     for k, a in zip(labels, answers)}}, ensure_ascii=False))
     elif args.compare:
         for label, answer in zip(["base model", "adapter"], answers):
             print(f"--- {label} ---\n{answer.text}")

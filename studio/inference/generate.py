@@ -107,7 +107,8 @@ def render(tokenizer, messages: list[dict]) -> str:
 class ChatStream:
     """Answers being generated in a background thread. Iterate it for text as it is written: each item is
     a list with, per row, the text added since the previous item ('' when that row added nothing). After
-    the iteration, .answers holds each row's full Answer. stop() ends every row early."""
+    the iteration, .answers holds each row's full Answer. stop(), or leaving the iteration before its end,
+    ends every row early."""
 
     def __init__(self, pool: ModelPool, model_path: str, rows: list[Row], settings: GenerationSettings | None = None,
                  quantization: str = "auto", stop_event: threading.Event | None = None):
@@ -129,18 +130,22 @@ class ChatStream:
         self.stop_event.set()
 
     def __iter__(self):
-        while not self._finished:
-            deltas, item = [""] * len(self.rows), self._pieces.get()
-            while item is not _DONE:  # take everything already written, so rows stream side by side
-                row, text = item
-                deltas[row] += text
-                try:
-                    item = self._pieces.get_nowait()
-                except queue.Empty:
-                    break
-            self._finished = item is _DONE
-            if any(deltas):
-                yield deltas
+        try:
+            while not self._finished:
+                deltas, item = [""] * len(self.rows), self._pieces.get()
+                while item is not _DONE:  # take everything already written, so rows stream side by side
+                    row, text = item
+                    deltas[row] += text
+                    try:
+                        item = self._pieces.get_nowait()
+                    except queue.Empty:
+                        break
+                self._finished = item is _DONE
+                if any(deltas):
+                    yield deltas
+        finally:
+            if not self._finished:  # the reader left (a closed browser tab): stop writing for nobody
+                self.stop()
         self._thread.join()
         if self._error is not None:
             raise self._error
@@ -164,7 +169,8 @@ class ChatStream:
         tokenizer, model = session.base.tokenizer, session.base.model
         # The template writes the special tokens itself; adding them again would double them.
         ids = [tokenizer(render(tokenizer, r.messages), add_special_tokens=False)["input_ids"] for r in self.rows]
-        batch = tokenizer.pad({"input_ids": ids}, padding=True, padding_side="left", return_tensors="pt").to(model.device)
+        batch = tokenizer.pad({"input_ids": ids}, padding=True, padding_side="left", return_tensors="pt")
+        batch = batch.to(model.device)
         eos_ids = _eos_ids(model, tokenizer)
         clock = _StopAndClock(self.stop_event)
         with routing.route(session.names):
@@ -181,13 +187,14 @@ class ChatStream:
         tokens = tokens if ended is None else tokens[:ended]
         finish = "end" if ended is not None else "stopped" if self.stop_event.is_set() else "length"
         times = clock.times[:max(1, len(tokens))]
+        writing_s = times[-1] - times[0]
         info = session.adapters[i]
         return Answer(
             text=tokenizer.decode(tokens, skip_special_tokens=True),
             adapter=str(info.path) if info else None,
             tokens=len(tokens),
             first_token_s=times[0] - self._requested,
-            tokens_per_s=(len(tokens) - 1) / (times[-1] - times[0]) if len(tokens) > 1 and times[-1] > times[0] else 0.0,
+            tokens_per_s=(len(tokens) - 1) / writing_s if writing_s > 0 else 0.0,
             total_s=times[-1] - self._requested,
             adapter_load_s=info.load_s if info and session.loaded_now[i] else 0.0,
             adapter_cached=(not session.loaded_now[i]) if info else None,

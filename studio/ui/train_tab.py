@@ -25,7 +25,7 @@ ADVANCED = [
     ("optimizer", "Optimizer"), ("val_fraction", "Share held out for validation"),
     ("early_stopping_patience", "Stop early after this many worse evaluations (0: never)"), ("seed", "Random seed"),
 ]
-STATE_ICONS = {"queued": "⏳", "running": "🏃", "completed": "✅", "failed": "❌", "stopped": "⏹", "interrupted": "⚠️"}
+STATE_ICONS = {"queued": "…", "running": "▶", "completed": "✔", "failed": "✖", "stopped": "■", "interrupted": "⚠"}
 
 
 def model_choices(studio: Studio) -> list[str]:
@@ -74,6 +74,16 @@ def build_config(studio: Studio, dataset, model, preset, values) -> TrainConfig:
                                   "model": "embedded" if model == EMBEDDED_LABEL else model})
 
 
+def fit_text(studio: Studio, model_choice, values) -> str:
+    """The 'will it fit?' line for the chosen model and settings."""
+    try:
+        config = build_config(studio, "-", model_choice, "custom", values)
+        path = resolve_model(config.model, studio.workspace, progress=lambda _m: None)
+        return "**Will it fit?** " + estimate_for(path, config).summary()
+    except (ConfigError, ModelNotFound, OSError, ValueError) as e:
+        return f"**Will it fit?** Cannot tell yet: {e}"
+
+
 def progress_html(run: Run) -> str:
     status = run.status()
     metrics = [m for m in run.metrics() if "step" in m]
@@ -97,9 +107,13 @@ def charts(run: Run) -> tuple[pd.DataFrame, pd.DataFrame, pd.DataFrame]:
     t0 = samples[0]["time"] if samples else 0
     mem_rows = [{"seconds": round(s["time"] - t0, 1), "GB": s["used_gb"], "device": s.get("device", "")}
                 for s in samples]
-    return (pd.DataFrame(loss_rows, columns=["step", "loss", "series"]),
-            pd.DataFrame(lr_rows, columns=["step", "learning_rate"]),
-            pd.DataFrame(mem_rows, columns=["seconds", "GB", "device"]))
+    return (_frame(loss_rows, step=int, loss=float, series=str), _frame(lr_rows, step=int, learning_rate=float),
+            _frame(mem_rows, seconds=float, GB=float, device=str))
+
+
+def _frame(rows: list[dict], **types) -> pd.DataFrame:
+    """A table with fixed column types: an empty one must still plot as numbers, not as categories."""
+    return pd.DataFrame(rows, columns=list(types)).astype(types)
 
 
 def compare_losses(studio: Studio, run_ids: list[str]) -> pd.DataFrame:
@@ -108,7 +122,7 @@ def compare_losses(studio: Studio, run_ids: list[str]) -> pd.DataFrame:
         for m in find_run(studio.workspace, run_id).metrics():
             if "loss" in m:
                 rows.append({"step": m["step"], "loss": m["loss"], "run": run_id})
-    return pd.DataFrame(rows, columns=["step", "loss", "run"])
+    return _frame(rows, step=int, loss=float, run=str)
 
 
 def queue_table(studio: Studio) -> pd.DataFrame:
@@ -122,7 +136,7 @@ def build(studio: Studio) -> None:
     presets = load_presets(studio.workspace.root / "presets")
     with gr.Row():
         dataset = gr.Dropdown(dataset_choices(studio), label="Dataset (save one in the Dataset tab first)",
-                              allow_custom_value=True)
+                              allow_custom_value=True, elem_id="train-dataset")
         model = gr.Dropdown(model_choices(studio), value=EMBEDDED_LABEL, allow_custom_value=True,
                             label="Base model: the embedded one, a folder on this machine, or a hub id (org/name)")
         preset = gr.Dropdown([(p.title, p.name) for p in presets.values()], value="chatbot", label="Preset")
@@ -138,7 +152,7 @@ def build(studio: Studio) -> None:
         with gr.Row():
             my_preset_name = gr.Textbox(label="Save these settings as my preset, named", scale=3)
             save_preset = gr.Button("Save preset", scale=1)
-    fit = gr.Markdown(elem_id="fit-estimate")
+    fit = gr.Markdown(fit_text(studio, EMBEDDED_LABEL, defaults), elem_id="fit-estimate")
     with gr.Row():
         run_name = gr.Textbox(label="Name this run (optional)", scale=3)
         start = gr.Button("Start training", variant="primary", scale=1, elem_id="start-training")
@@ -195,12 +209,7 @@ def build(studio: Studio) -> None:
     apply_suggestion.click(on_apply, [dataset] + advanced, advanced)
 
     def on_fit(model_choice, *values):
-        try:
-            config = build_config(studio, "-", model_choice, "custom", values)
-            path = resolve_model(config.model, studio.workspace, progress=lambda _m: None)
-            return "**Will it fit?** " + estimate_for(path, config).summary()
-        except (ConfigError, ModelNotFound, OSError, ValueError) as e:
-            return f"**Will it fit?** Cannot tell yet: {e}"
+        return fit_text(studio, model_choice, values)
 
     for component in [model] + advanced:
         component.change(on_fit, [model] + advanced, fit)
@@ -218,19 +227,20 @@ def build(studio: Studio) -> None:
 
     save_preset.click(on_save_preset, [my_preset_name] + advanced, [notice, preset])
 
-    def on_start(dataset_name, model_choice, preset_name, name, *values, request: gr.Request):
-        if not dataset_name:
+    def on_start(form: dict, request: gr.Request):
+        """form: every input component's value, by component (Gradio passes a set of inputs as a dict)."""
+        if not form[dataset]:
             return "❌ Choose a dataset first (save one in the Dataset tab).", gr.update()
         try:
-            config = build_config(studio, dataset_name, model_choice, preset_name, values)
+            config = build_config(studio, form[dataset], form[model], form[preset], [form[c] for c in advanced])
         except ConfigError as e:
             return f"❌ {e}", gr.update()
-        run = studio.queue.submit(config, owner=studio.user(request), name=name)
+        run = studio.queue.submit(config, owner=studio.user(request), name=form[run_name])
         waiting = len(studio.queue.queue()) - 1
         where = "starts now" if waiting <= 0 else f"is number {waiting + 1} in the queue"
         return f"Run **{run.id}** {where}.", gr.update(choices=run_choices(studio), value=run.id)
 
-    start.click(on_start, [dataset, model, preset, run_name] + advanced, [notice, run_pick])
+    start.click(on_start, {dataset, model, preset, run_name, *advanced}, [notice, run_pick])
 
     def current_run(run_id):
         """The run to show: the chosen one, else the newest active one, so a reload shows the live run."""
@@ -287,5 +297,5 @@ def build(studio: Studio) -> None:
 
 
 def charts_empty():
-    return (pd.DataFrame(columns=["step", "loss", "series"]), pd.DataFrame(columns=["step", "learning_rate"]),
-            pd.DataFrame(columns=["seconds", "GB", "device"]))
+    return (_frame([], step=int, loss=float, series=str), _frame([], step=int, learning_rate=float),
+            _frame([], seconds=float, GB=float, device=str))

@@ -1,0 +1,194 @@
+"""The Chat tab: talk to a trained adapter, or put it side by side with the base model (or another adapter)."""
+from __future__ import annotations
+
+import threading
+import zipfile
+from pathlib import Path
+
+import gradio as gr
+
+from ..models import EMBEDDED_LABEL, ModelNotFound, resolve_model
+from ..runs import find_run, list_runs
+from ..workspace import safe_name
+from .context import Studio
+from .train_tab import model_choices
+
+BASE = "Base model (no adapter)"
+UPLOADED = "uploaded:"
+
+
+def adapter_choices(studio: Studio) -> list[tuple[str, str]]:
+    """The base model, every run with an adapter, and adapters people uploaded."""
+    runs = [(f"Run {r.id}", r.id) for r in list_runs(studio.workspace) if r.has_adapter()]
+    uploads = [(f"Uploaded {p.name}", UPLOADED + p.name) for p in sorted(uploads_dir(studio).iterdir())
+               if (p / "adapter_config.json").exists()]
+    return [(BASE, BASE)] + runs + uploads
+
+
+def uploads_dir(studio: Studio) -> Path:
+    folder = studio.workspace.models / "uploaded-adapters"
+    folder.mkdir(parents=True, exist_ok=True)
+    return folder
+
+
+def adapter_folder(studio: Studio, choice: str | None) -> str | None:
+    if not choice or choice == BASE:
+        return None
+    if choice.startswith(UPLOADED):
+        return str(studio.workspace.inside(uploads_dir(studio) / safe_name(choice[len(UPLOADED):])))
+    return str(find_run(studio.workspace, choice).adapter_dir)
+
+
+def base_model_of(studio: Studio, choice: str | None) -> str | None:
+    """The model a run was trained on, as the model picker shows it."""
+    if not choice or choice == BASE or choice.startswith(UPLOADED):
+        return None
+    spec = find_run(studio.workspace, choice).config.model
+    return EMBEDDED_LABEL if spec == "embedded" else spec
+
+
+def store_upload(studio: Studio, path: str | None) -> tuple[str, str | None]:
+    """Unpack an uploaded adapter zip into the workspace; (message, the new choice)."""
+    if not path:
+        return "", None
+    source = Path(path)
+    if not zipfile.is_zipfile(source):
+        return "❌ Upload a .zip of a peft adapter folder (it holds adapter_config.json).", None
+    target = uploads_dir(studio) / safe_name(source.stem, "adapter")
+    with zipfile.ZipFile(source) as archive:
+        names = [n for n in archive.namelist() if not n.endswith("/")]
+        config = next((n for n in names if n.endswith("adapter_config.json")), None)
+        if config is None:
+            return "❌ That zip holds no adapter_config.json, so it is not a peft adapter.", None
+        prefix = config[: -len("adapter_config.json")]
+        target.mkdir(parents=True, exist_ok=True)
+        for name in names:
+            if name.startswith(prefix) and "/" not in name[len(prefix):]:  # only the adapter's own files
+                (target / Path(name).name).write_bytes(archive.read(name))
+    return f"Adapter '{target.name}' is ready to chat with.", UPLOADED + target.name
+
+
+def stats_line(answer) -> str:
+    swap = (f" · adapter {'already loaded' if answer.adapter_cached else f'loaded in {answer.adapter_load_s * 1000:.0f} ms'}"
+            if answer.adapter is not None else "")
+    return (f"first token after {answer.first_token_s:.2f} s · {answer.tokens_per_s:.1f} tokens/s · "
+            f"{answer.tokens} tokens{swap}")
+
+
+class StopButtons:
+    """One stop switch per browser session, so Stop ends only that person's answer."""
+
+    def __init__(self):
+        self._events: dict[str, threading.Event] = {}
+
+    def fresh(self, session: str) -> threading.Event:
+        self._events[session] = threading.Event()
+        return self._events[session]
+
+    def stop(self, session: str) -> None:
+        if session in self._events:
+            self._events[session].set()
+
+
+def build(studio: Studio):
+    from ..inference import ChatError, GenerationSettings, compare
+    from ..inference import chat as chat_once
+
+    stops = StopButtons()
+    gr.Markdown("Chat with what you trained. Tick **side by side** to send each message to two models at "
+                "once — the base model on the left, your adapter on the right — and see the difference.")
+    with gr.Row():
+        model = gr.Dropdown(model_choices(studio), value=EMBEDDED_LABEL, allow_custom_value=True,
+                            label="Base model", scale=3)
+        quantization = gr.Radio(["auto", "4bit", "8bit", "none"], value="auto", scale=2,
+                                label="Precision (auto: what fits)")
+    with gr.Row():
+        left_pick = gr.Dropdown(adapter_choices(studio), value=BASE, label="Left", elem_id="chat-left")
+        right_pick = gr.Dropdown(adapter_choices(studio), value=BASE, label="Right (the adapter to try)",
+                                 elem_id="chat-right")
+        side_by_side = gr.Checkbox(True, label="Side by side", elem_id="chat-side-by-side")
+    with gr.Accordion("Upload an adapter, system prompt and sampling", open=False):
+        upload = gr.File(label="Adapter (.zip of a peft adapter folder)")
+        system = gr.Textbox(label="System prompt (optional)")
+        with gr.Row():
+            temperature = gr.Slider(0, 2, value=0, step=0.05, label="Temperature (0: always the likeliest word)")
+            top_p = gr.Slider(0.05, 1, value=0.9, step=0.05, label="Top-p")
+            max_new = gr.Slider(8, 2048, value=256, step=8, label="Longest answer (tokens)")
+            repetition = gr.Slider(1, 2, value=1.1, step=0.05, label="Repetition penalty")
+    with gr.Row():
+        left_chat = gr.Chatbot(label="Left", height=380, elem_id="chat-left-box")
+        right_chat = gr.Chatbot(label="Right", height=380, elem_id="chat-right-box")
+    with gr.Row():
+        left_stats = gr.Markdown(elem_id="chat-left-stats")
+        right_stats = gr.Markdown(elem_id="chat-right-stats")
+    with gr.Row():
+        message = gr.Textbox(placeholder="Type a message and press Enter", show_label=False, scale=5,
+                             elem_id="chat-message")
+        send = gr.Button("Send", variant="primary", scale=1, elem_id="chat-send")
+        stop = gr.Button("Stop", scale=1)
+        clear = gr.Button("Clear", scale=1)
+
+    side_by_side.change(lambda on: gr.update(visible=on), side_by_side, left_chat)
+
+    def on_pick(choice, current_model):
+        return gr.update(value=base_model_of(studio, choice) or current_model)
+
+    right_pick.change(on_pick, [right_pick, model], model)
+
+    def on_upload(path):
+        text, choice = store_upload(studio, path)
+        choices = adapter_choices(studio)
+        return text, gr.update(choices=choices, value=choice) if choice else gr.update(choices=choices)
+
+    upload.upload(on_upload, upload, [right_stats, right_pick])
+
+    def on_send(text, left_history, right_history, model_choice, quant, left_choice, right_choice, both,
+                system_prompt, temp, topp, max_tokens, rep, request: gr.Request):
+        left_history, right_history = list(left_history or []), list(right_history or [])
+        try:
+            path = resolve_model("embedded" if model_choice in (None, EMBEDDED_LABEL) else model_choice,
+                                 studio.workspace, progress=lambda _m: None)
+            settings = GenerationSettings(float(temp), float(topp), int(max_tokens), float(rep))
+            event = stops.fresh(request.session_hash if request else "local")
+            if both:
+                stream = compare(studio.pool, path, text, left=adapter_folder(studio, left_choice),
+                                 right=adapter_folder(studio, right_choice), left_history=left_history,
+                                 right_history=right_history, system=system_prompt, settings=settings,
+                                 quantization=quant, stop_event=event)
+            else:
+                stream = chat_once(studio.pool, path, text, adapter=adapter_folder(studio, right_choice),
+                                   history=right_history, system=system_prompt, settings=settings,
+                                   quantization=quant, stop_event=event)
+        except (ChatError, ModelNotFound, ValueError, FileNotFoundError) as e:
+            yield left_history, right_history, "", f"❌ {e}", text
+            return
+        histories = ([left_history] if both else []) + [right_history]
+        for history in histories:
+            history += [{"role": "user", "content": text}, {"role": "assistant", "content": ""}]
+        try:
+            for deltas in stream:
+                for history, delta in zip(histories, deltas):
+                    history[-1]["content"] += delta
+                yield left_history, right_history, "", "", ""
+        except Exception as e:  # noqa: BLE001 - a failed generation is shown, never a traceback
+            yield left_history, right_history, "", f"❌ {e}", ""
+            return
+        lines = [stats_line(a) for a in stream.answers]
+        yield left_history, right_history, lines[0] if both else "", lines[-1], ""
+
+    outputs = [left_chat, right_chat, left_stats, right_stats, message]
+    inputs = [message, left_chat, right_chat, model, quantization, left_pick, right_pick, side_by_side, system,
+              temperature, top_p, max_new, repetition]
+    send.click(on_send, inputs, outputs)
+    message.submit(on_send, inputs, outputs)
+    def on_stop(request: gr.Request):
+        stops.stop(request.session_hash if request else "local")
+
+    stop.click(on_stop, None, None)
+    clear.click(lambda: ([], [], "", ""), None, [left_chat, right_chat, left_stats, right_stats])
+
+    def on_focus():
+        choices = adapter_choices(studio)
+        return gr.update(choices=model_choices(studio)), gr.update(choices=choices), gr.update(choices=choices)
+
+    return on_focus, [model, left_pick, right_pick]

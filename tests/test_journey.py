@@ -1,0 +1,128 @@
+"""The whole journey on the embedded model: train a pirate-voiced adapter, chat with it, merge it.
+
+One adapter is trained once for the module (about a minute and a half on two CPU cores); the CLI and
+the browser tests then use it as a person would.
+"""
+import json
+import subprocess
+import sys
+import zipfile
+from pathlib import Path
+
+import pytest
+
+from studio.config import TrainConfig
+from studio.data import inspect_file, save_dataset
+from studio.models import EMBEDDED_NAME
+from studio.runs import create_run
+
+REPO = Path(__file__).resolve().parent.parent
+PIRATE = Path(__file__).parent / "data" / "pirate_chat.jsonl"
+UNSEEN = "What color is snow?"  # not in the training data
+
+
+@pytest.fixture(scope="module")
+def pirate_run(tmp_path_factory, embedded_model_dir):
+    """A completed run whose adapter answers every question in a pirate's voice."""
+    from studio.workspace import Workspace
+
+    workspace = Workspace.at(tmp_path_factory.mktemp("journey") / "workspace")
+    (workspace.models / EMBEDDED_NAME).symlink_to(embedded_model_dir)
+    save_dataset(workspace, "pirate", PIRATE, inspect_file(PIRATE))
+    run = create_run(workspace, TrainConfig(
+        model="embedded", dataset="pirate", lora_r=16, lora_alpha=32, learning_rate=2e-3, max_steps=30,
+        batch_size=2, max_length=64, val_fraction=0.0, gradient_checkpointing=False, warmup_ratio=0.0,
+        save_steps=1000), name="pirate")
+    done = subprocess.run([sys.executable, "-m", "studio", "--workspace", str(workspace.root), "train", str(run.path)],
+                          cwd=REPO, capture_output=True, text=True, timeout=900)
+    assert done.returncode == 0 and run.state == "completed", done.stdout[-3000:]
+    return workspace, run
+
+
+def test_the_adapter_speaks_pirate_where_the_base_does_not(pirate_run):
+    workspace, run = pirate_run
+    done = subprocess.run([sys.executable, "-m", "studio", "--workspace", str(workspace.root), "chat", "--run",
+                           str(run.path), "--prompt", UNSEEN, "--compare", "--json", "--max-new-tokens", "24"],
+                          cwd=REPO, capture_output=True, text=True, timeout=300)
+    assert done.returncode == 0, done.stderr[-2000:]
+    answers = json.loads(done.stdout.strip().splitlines()[-1])
+    assert "arr" in answers["adapter"].lower() and "matey" in answers["adapter"].lower()
+    assert "arr" not in answers["base"].lower().split() and "matey" not in answers["base"].lower()
+
+
+@pytest.fixture()
+def journey_app(pirate_run):
+    """The app over the journey's workspace, so its run shows up in every tab."""
+    import socket
+
+    from studio.jobs import JobQueue
+    from studio.ui.app import build_app
+    from studio.ui.context import Studio
+
+    workspace, run = pirate_run
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        port = s.getsockname()[1]
+    studio = Studio(workspace, JobQueue(workspace, slots=[""], poll=0.2))
+    app = build_app(studio)
+    app.launch(server_name="127.0.0.1", server_port=port, prevent_thread_lock=True, quiet=True,
+               allowed_paths=[str(workspace.exports)])
+    studio.url = f"http://127.0.0.1:{port}/"
+    yield studio, run
+    app.close()
+    studio.queue.close()
+
+
+def test_train_tab_starts_a_run_and_its_charts_move(journey_app, page):
+    studio, _ = journey_app
+    page.goto(studio.url)
+    page.get_by_role("tab", name="2 · Train").click()
+    page.locator("#train-dataset input").fill("pirate")
+    page.locator("#train-dataset input").press("Enter")
+    page.get_by_text("Advanced settings").click()
+    steps = page.get_by_label("Stop after this many steps (-1: no limit)")
+    steps.fill("3")
+    steps.press("Tab")
+    page.get_by_label("Name this run (optional)").fill("browser")
+    page.locator("#start-training").click()
+    page.wait_for_selector("#train-notice:has-text('browser')")
+    # the live view follows the new run: progress moves and the loss chart gets points
+    page.wait_for_selector("#run-progress:has-text('step 1 of 3'), #run-progress:has-text('step 2 of 3'), "
+                           "#run-progress:has-text('step 3 of 3')", timeout=240_000)
+    page.wait_for_selector("#run-progress:has-text('completed')", timeout=240_000)
+    page.wait_for_function("document.querySelector('#loss-plot canvas, #loss-plot svg') !== null")
+    Path(REPO / "docs" / "screenshots").mkdir(parents=True, exist_ok=True)
+    page.screenshot(path=str(REPO / "docs" / "screenshots" / "train.png"), full_page=True)
+
+
+def test_chat_tab_shows_base_and_adapter_side_by_side(journey_app, page):
+    studio, run = journey_app
+    page.goto(studio.url)
+    page.get_by_role("tab", name="3 · Chat").click()
+    page.locator("#chat-right input").fill(f"Run {run.id}")
+    page.locator("#chat-right input").press("Enter")
+    page.locator("#chat-message textarea").fill(UNSEEN)
+    page.locator("#chat-send").click()
+    page.wait_for_selector("#chat-right-stats:has-text('tokens/s')", timeout=180_000)
+    right = page.locator("#chat-right-box").inner_text().lower()
+    left = page.locator("#chat-left-box").inner_text().lower()
+    assert "matey" in right and "matey" not in left
+    page.screenshot(path=str(REPO / "docs" / "screenshots" / "chat.png"), full_page=True)
+
+
+def test_export_tab_merges_and_downloads_the_zip(journey_app, page, tmp_path):
+    studio, run = journey_app
+    page.goto(studio.url)
+    page.get_by_role("tab", name="4 · Export").click()
+    page.locator("#export-run input").fill(run.id)
+    page.locator("#export-run input").press("Enter")
+    page.locator("#export-merge").click()
+    page.wait_for_selector("#export-result:has-text('matches base + adapter')", timeout=300_000)
+    page.screenshot(path=str(REPO / "docs" / "screenshots" / "export.png"), full_page=True)
+    with page.expect_download() as download:
+        page.locator("#export-download a").first.click()
+    saved = tmp_path / "merged.zip"
+    download.value.save_as(saved)
+    names = zipfile.ZipFile(saved).namelist()
+    assert any(n.endswith("config.json") for n in names) and any(n.endswith(".safetensors") for n in names)
+    assert any(n.endswith("README.md") for n in names) and any(n.endswith("tokenizer.json") for n in names)
