@@ -54,7 +54,8 @@ def peft_active_tokens_per_s(base, max_new_tokens: int) -> float:
     from transformers import StoppingCriteria, StoppingCriteriaList
 
     class Clock(StoppingCriteria):
-        times: list[float] = []
+        def __init__(self):
+            self.times: list[float] = []
 
         def __call__(self, input_ids, scores, **kwargs):
             self.times.append(time.perf_counter())
