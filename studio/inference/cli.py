@@ -38,16 +38,17 @@ def register(subparsers) -> None:
 
 
 def run_chat(args: argparse.Namespace) -> int:
-    from .generate import GenerationSettings, chat, compare
-    from .pool import ModelPool
-
-    _quiet_libraries()
     try:
         workspace = Workspace.at(getattr(args, "workspace", None))
         adapter, model_path = _adapter_and_model(args, workspace)
+        # torch and transformers load only now: a wrong folder or run is reported at once.
+        from .generate import GenerationSettings, chat, compare
+        from .pool import ModelPool
+
         settings = GenerationSettings(temperature=args.temperature, top_p=args.top_p,
                                       max_new_tokens=args.max_new_tokens,
                                       repetition_penalty=args.repetition_penalty).validate()
+        _quiet_libraries()
         pool = ModelPool(max_bases=1, max_adapters=1, max_concurrent=1)
         ask = dict(system=args.system, settings=settings, quantization=args.quantization)
         stream = compare(pool, model_path, args.prompt, left=None, right=adapter, **ask) if args.compare \

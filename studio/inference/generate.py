@@ -8,6 +8,7 @@ import threading
 import time
 from dataclasses import asdict, dataclass
 
+import torch
 from transformers import StoppingCriteria, StoppingCriteriaList, TextStreamer
 from transformers.generation.streamers import BaseStreamer
 
@@ -78,7 +79,7 @@ class Answer:
 
 def conversation(prompt: str, history: list[dict] = (), system: str = "") -> list[dict]:
     """Messages for the chat template: the system prompt, the earlier turns ({"role": "user"|"assistant",
-    "content": ...} as Gradio's Chatbot keeps them), then the new message."""
+    "content": ...} as Gradio's Chatbot hands them over), then the new message."""
     if not prompt or not prompt.strip():
         raise ChatError("Type a message first.")
     messages = [{"role": "system", "content": system}] if system and system.strip() else []
@@ -86,9 +87,21 @@ def conversation(prompt: str, history: list[dict] = (), system: str = "") -> lis
         if turn.get("role") not in ("user", "assistant"):
             raise ChatError(f"A chat history turn has role {turn.get('role')!r}; only 'user' and 'assistant' "
                             "turns can be replayed.")
-        messages.append({"role": turn["role"], "content": str(turn["content"])})
+        messages.append({"role": turn["role"], "content": _text(turn.get("content"))})
     messages.append({"role": "user", "content": prompt})
     return messages
+
+
+def _text(content) -> str:
+    """A turn's text. Gradio 6's Chatbot hands content back as a list of parts, {"type": "text", "text": ...}
+    among them; files and other parts hold nothing a language model reads."""
+    if isinstance(content, str):
+        return content
+    if isinstance(content, dict):
+        return content.get("text") or ""
+    if isinstance(content, (list, tuple)):
+        return "\n".join(text for text in map(_text, content) if text)
+    return ""
 
 
 def render(tokenizer, messages: list[dict]) -> str:
@@ -238,8 +251,6 @@ class _StopAndClock(StoppingCriteria):
         self.times: list[float] = []
 
     def __call__(self, input_ids, scores, **kwargs):
-        import torch
-
         self.times.append(time.perf_counter())
         return torch.full((input_ids.shape[0],), self.stop_event.is_set(), dtype=torch.bool, device=input_ids.device)
 
@@ -258,7 +269,9 @@ class _RowText(TextStreamer):
 
 class _RowStreamer(BaseStreamer):
     """Splits each step of a batched generate into its rows; a row that has ended is not fed the padding
-    that generate appends to it while the other rows go on."""
+    that generate appends to it while the other rows go on. One answer is a batch of one row, so it takes
+    the same path: TextIteratorStreamer is TextStreamer with a queue of its own, and the rows of a batch
+    need one shared queue to stream side by side."""
 
     def __init__(self, tokenizer, rows: int, eos_ids: list[int], pieces: queue.Queue):
         self._rows = [_RowText(tokenizer, i, pieces) for i in range(rows)]

@@ -19,7 +19,7 @@ from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
 
-from ..models import allow_remote_code, load_base_model, load_tokenizer
+from ..models import MODEL_LOADS, allow_remote_code, load_base_model, load_tokenizer
 from . import routing
 from .adapters import AdapterError, AdapterSource, base_mismatch, check_fits, read_adapter
 from .rwlock import ReadWriteLock
@@ -27,10 +27,8 @@ from .rwlock import ReadWriteLock
 QUANTIZATIONS = ("auto", "4bit", "8bit", "none")
 AUTO_16BIT_SHARE = 0.4  # "auto" loads 16-bit weights when they take under this share of free GPU memory
 
-# transformers cannot load two models at once in one process: with 5.23, weights that should be tied (the
-# output layer to the embeddings) came out unset in 60 of 60 concurrent loads. So every base and adapter load
-# in this process, in any pool, goes one at a time. Always taken before a base's write lock.
-MODEL_LOADS = threading.Lock()
+# Every base and adapter load in this process goes one at a time (see studio.models.MODEL_LOADS); the lock
+# is always taken before a base's write lock.
 
 # peft warns when an evicted adapter was its "active" one; the pool never uses peft's active adapter.
 warnings.filterwarnings("ignore", message=r"Adapter \S+ was active which is now deleted")

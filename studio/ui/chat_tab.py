@@ -71,8 +71,9 @@ def store_upload(studio: Studio, path: str | None) -> tuple[str, str | None]:
 def stats_line(answer) -> str:
     swap = (f" · adapter {'already loaded' if answer.adapter_cached else f'loaded in {answer.adapter_load_s * 1000:.0f} ms'}"
             if answer.adapter is not None else "")
+    warning = f"\n\n⚠ {answer.warning}" if answer.warning else ""
     return (f"first token after {answer.first_token_s:.2f} s · {answer.tokens_per_s:.1f} tokens/s · "
-            f"{answer.tokens} tokens{swap}")
+            f"{answer.tokens} tokens{swap}{warning}")
 
 
 class StopButtons:
