@@ -129,7 +129,7 @@ def run_plain_recipe(model_dir, data, args) -> dict:
     return _measure(trainer, watch)
 
 
-def run_studio(model_dir, data, args, **overrides) -> dict:
+def run_studio(model_dir, data, args, extra_callbacks=(), **overrides) -> dict:
     from datasets import Dataset
     from transformers import AutoTokenizer
 
@@ -145,7 +145,7 @@ def run_studio(model_dir, data, args, **overrides) -> dict:
     dataset = Dataset.from_list([{"input_ids": ids, "assistant_masks": [1] * len(ids)} for ids in data])
     watch = Stopwatch(args.warmup)
     trainer = build_trainer(config, str(model_dir), AutoTokenizer.from_pretrained(model_dir), dataset, None,
-                            tempfile.mkdtemp(), [watch.callback])
+                            tempfile.mkdtemp(), [watch.callback, *extra_callbacks])
     return _measure(trainer, watch)
 
 

@@ -112,3 +112,14 @@ def test_advisor_reads_flat_loss_overfitting_and_health(tmp_path):
     over = _run_with(tmp_path / "over", falling + [{"step": 10 + s, "eval_loss": 1.0 + s * 0.2} for s in range(3)])
     assert any("Overfitting" in tip for tip in advise(over))
     assert advise(_run_with(tmp_path / "healthy", falling)) == ["Healthy: the loss is falling steadily."]
+
+
+def test_early_stopping_keeps_the_best_checkpoint_and_evaluates_when_it_saves(tmp_path):
+    from studio.training.trainer import training_arguments
+
+    args = training_arguments(TrainConfig(dataset="d", early_stopping_patience=2, eval_steps=5), str(tmp_path),
+                              evaluate=True)
+    assert args.load_best_model_at_end and args.metric_for_best_model == "eval_loss"
+    assert args.eval_steps == args.save_steps == 5
+    plain = training_arguments(TrainConfig(dataset="d"), str(tmp_path), evaluate=False)
+    assert not plain.load_best_model_at_end and plain.eval_strategy == "no" and plain.padding_free

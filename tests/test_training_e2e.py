@@ -11,13 +11,14 @@ from studio.jobs import JobQueue
 from studio.runs import Run
 
 PIRATE = Path(__file__).parent / "data" / "pirate_chat.jsonl"
+STORIES = Path(__file__).parent / "data" / "stories.txt"  # raw text: plain language modelling
 # Small enough for two CPU cores: a step of two short conversations takes a second or two.
 QUICK = dict(batch_size=2, learning_rate=1e-3, val_fraction=0.1, eval_steps=4, save_steps=2, max_length=64,
              lora_r=8, lora_alpha=16, target_modules=["q_proj", "v_proj"], quantization="4bit", warmup_ratio=0.0)
 
 
 def quick_config(model_dir, **overrides) -> TrainConfig:
-    return TrainConfig(model=str(model_dir), dataset=str(PIRATE), **{**QUICK, **overrides})
+    return TrainConfig(**{"model": str(model_dir), "dataset": str(PIRATE), **QUICK, **overrides})
 
 
 def wait_for(condition, timeout=240, what="condition"):
@@ -46,11 +47,13 @@ def assert_adapter_loads(run: Run, model_dir):
 
 def test_two_queued_runs_train_one_after_the_other(queue, embedded_model_dir):
     first = queue.submit(quick_config(embedded_model_dir, max_steps=8), name="first")
-    second = queue.submit(quick_config(embedded_model_dir, max_steps=2), name="second")
+    second = queue.submit(quick_config(embedded_model_dir, max_steps=2, dataset=str(STORIES), val_fraction=0.0),
+                          name="second")
     assert [r.id for r in queue.queue()][:2] == [first.id, second.id]
     assert queue.wait(first.id, timeout=400) == "completed", first.log_tail()
     assert queue.wait(second.id, timeout=400) == "completed", second.log_tail()
     assert second.status()["started"] >= first.status()["ended"]
+    assert len([m for m in second.metrics() if "loss" in m]) == 2 and second.has_adapter()
 
     metrics = first.metrics()
     start = next(m for m in metrics if m.get("event") == "start")

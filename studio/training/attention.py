@@ -8,6 +8,7 @@ It is used only on CUDA, and only after a self-check against SDPA passes; otherw
 """
 from __future__ import annotations
 
+import functools
 import inspect
 
 import torch
@@ -15,9 +16,14 @@ import torch
 NAME = "studio_varlen"
 
 
+@functools.cache
+def _kernel_keywords(varlen_attn) -> frozenset:
+    return frozenset(inspect.signature(varlen_attn).parameters)  # read once, not in every layer's call
+
+
 def _varlen_kwargs(varlen_attn, query: torch.Tensor, key: torch.Tensor) -> dict:
     """Causal attention, with the keyword each PyTorch version's kernel understands."""
-    params = inspect.signature(varlen_attn).parameters
+    params = _kernel_keywords(varlen_attn)
     kwargs = {"window_size": (-1, 0)} if "window_size" in params else {"is_causal": True}
     if query.shape[1] != key.shape[1] and "enable_gqa" in params:
         kwargs["enable_gqa"] = True
