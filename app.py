@@ -54,10 +54,14 @@ def main(argv=None) -> None:
     slots = None if args.gpus is None else ([] if args.gpus == "none" else args.gpus.split(","))
     queue = JobQueue(workspace, slots=slots or ([""] if slots == [] else None))
     studio = Studio(workspace, queue, admins=set(args.admin), max_upload_mb=args.max_upload_mb)
+    build_app(studio).launch(**launch_options(args, workspace))
+
+
+def launch_options(args, workspace) -> dict:
+    """How the app is served: who may log in, the upload cap, and the one folder files are served from."""
     logins = read_logins(args)
-    build_app(studio).launch(
-        server_name=args.host, server_port=args.port, auth=logins or None,
-        max_file_size=f"{args.max_upload_mb}mb", allowed_paths=[str(workspace.exports)], show_error=False)
+    return dict(server_name=args.host, server_port=args.port, auth=logins or None,
+                max_file_size=f"{args.max_upload_mb}mb", allowed_paths=[str(workspace.exports)], show_error=False)
 
 
 if __name__ == "__main__":

@@ -12,6 +12,8 @@ sys.path.insert(0, str(REPO))
 
 from studio.workspace import Workspace  # noqa: E402
 
+from app_server import serving, with_embedded_model  # noqa: E402
+
 # The embedded model is converted once and kept between test sessions (it takes about a minute).
 MODEL_CACHE = REPO / ".cache" / "test-workspace"
 
@@ -39,26 +41,21 @@ def workspace(tmp_path) -> Workspace:
 
 @pytest.fixture()
 def studio_app(workspace, embedded_model_dir):
-    """The Gradio app on a free local port, over a fresh workspace that already holds the embedded model."""
-    import socket
+    """The app on a free local port, over a fresh workspace that already holds the embedded model."""
+    with serving(with_embedded_model(workspace, embedded_model_dir)) as studio:
+        yield studio
 
-    from studio.jobs import JobQueue
-    from studio.models import EMBEDDED_NAME
-    from studio.ui.app import build_app
-    from studio.ui.context import Studio
 
-    (workspace.models / EMBEDDED_NAME).symlink_to(embedded_model_dir)
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        port = s.getsockname()[1]
-    studio = Studio(workspace, JobQueue(workspace, slots=[""], poll=0.2))
-    app = build_app(studio)
-    app.launch(server_name="127.0.0.1", server_port=port, prevent_thread_lock=True, quiet=True,
-               allowed_paths=[str(workspace.exports)])
-    studio.url = f"http://127.0.0.1:{port}/"
-    yield studio
-    app.close()
-    studio.queue.close()
+@pytest.fixture(scope="module")
+def one_torch_thread():
+    """For modules that run several generations at once on the two shared cores: one thread each keeps them
+    quick (measured here: a forward pass took 15 s on two threads spin-waiting for each other, 2.4 s on one)."""
+    import torch
+
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(threads)
 
 
 @pytest.fixture()

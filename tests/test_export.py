@@ -24,6 +24,8 @@ from studio.workspace import Workspace, append_jsonl, write_json
 REPO = Path(__file__).resolve().parent.parent
 DATASET = "greetings"
 
+pytestmark = pytest.mark.usefixtures("one_torch_thread")
+
 
 def _messages(prompt: str) -> list[dict]:
     return [{"role": "user", "content": prompt}]
@@ -58,16 +60,6 @@ def save_dataset(workspace: Workspace) -> None:
                {"text": "Greetings are short and kind."}]
     (folder / "records.jsonl").write_text("".join(json.dumps(r) + "\n" for r in records), encoding="utf-8")
     write_json(folder / "report.json", {"rows": 1250, "valid": 1200, "invalid": 50, "max_length": 1024})
-
-
-@pytest.fixture(scope="module", autouse=True)
-def one_cpu_thread():
-    """The test machine's two cores are shared: measured there, a forward pass took 15 s on two threads that
-    spin-wait for each other and 2.4 s on one."""
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(threads)
 
 
 @pytest.fixture(scope="module")

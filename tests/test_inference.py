@@ -21,15 +21,7 @@ PROMPT = "Tell me a story about a cat."
 TOKENS = 10
 GREEDY = GenerationSettings(temperature=0, max_new_tokens=TOKENS)
 
-
-@pytest.fixture(scope="module", autouse=True)
-def one_torch_thread():
-    # Two CPU cores shared with other test runs: several generations each spreading over both cores slow
-    # everything down; one thread each keeps the concurrent tests quick.
-    previous = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(previous)
+pytestmark = pytest.mark.usefixtures("one_torch_thread")
 
 
 @pytest.fixture(scope="module")

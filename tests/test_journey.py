@@ -13,8 +13,8 @@ import pytest
 
 from studio.config import TrainConfig
 from studio.data import inspect_file, save_dataset
-from studio.models import EMBEDDED_NAME
 from studio.runs import create_run
+from app_server import serving, with_embedded_model
 
 REPO = Path(__file__).resolve().parent.parent
 PIRATE = Path(__file__).parent / "data" / "pirate_chat.jsonl"
@@ -26,8 +26,8 @@ def pirate_run(tmp_path_factory, embedded_model_dir):
     """A completed run whose adapter answers every question in a pirate's voice."""
     from studio.workspace import Workspace
 
-    workspace = Workspace.at(tmp_path_factory.mktemp("journey") / "workspace")
-    (workspace.models / EMBEDDED_NAME).symlink_to(embedded_model_dir)
+    workspace = with_embedded_model(Workspace.at(tmp_path_factory.mktemp("journey") / "workspace"),
+                                    embedded_model_dir)
     save_dataset(workspace, "pirate", PIRATE, inspect_file(PIRATE))
     run = create_run(workspace, TrainConfig(
         model="embedded", dataset="pirate", lora_r=16, lora_alpha=32, learning_rate=2e-3, max_steps=30,
@@ -53,24 +53,9 @@ def test_the_adapter_speaks_pirate_where_the_base_does_not(pirate_run):
 @pytest.fixture()
 def journey_app(pirate_run):
     """The app over the journey's workspace, so its run shows up in every tab."""
-    import socket
-
-    from studio.jobs import JobQueue
-    from studio.ui.app import build_app
-    from studio.ui.context import Studio
-
     workspace, run = pirate_run
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        port = s.getsockname()[1]
-    studio = Studio(workspace, JobQueue(workspace, slots=[""], poll=0.2))
-    app = build_app(studio)
-    app.launch(server_name="127.0.0.1", server_port=port, prevent_thread_lock=True, quiet=True,
-               allowed_paths=[str(workspace.exports)])
-    studio.url = f"http://127.0.0.1:{port}/"
-    yield studio, run
-    app.close()
-    studio.queue.close()
+    with serving(workspace) as studio:
+        yield studio, run
 
 
 def test_train_tab_starts_a_run_and_its_charts_move(journey_app, page):

@@ -188,16 +188,7 @@ def _read_json(path: Path, text: str) -> Table:
             return _read_jsonl(text)  # one object per line in a file called .json
         raise DatasetError(f"{path.name} is not valid JSON: {_json_error(e, True)}. Fix that spot, "
                            "or check the file in a JSON validator.") from None
-    items = _rows_of(path, data)
-    rows, numbers, problems = [], [], []
-    for number, item in enumerate(items, 1):
-        row, reason = _as_row(item)
-        if row is None:
-            problems.append(Problem(number, reason))
-        else:
-            rows.append(row)
-            numbers.append(number)
-    return Table(rows, _columns(rows), problems, "json", numbers)
+    return _table(enumerate(_rows_of(path, data), 1), [], "json")
 
 
 def _rows_of(path: Path, data) -> list:
@@ -230,25 +221,30 @@ def _is_turn_list(value) -> bool:
 
 
 def _read_jsonl(text: str) -> Table:
-    rows, numbers, problems = [], [], []
+    items, problems = [], []
     for number, line in enumerate(text.split("\n"), 1):  # not splitlines: JSON strings may hold U+2028
         if not line.strip():
             continue
         try:
-            item = json.loads(line)
+            items.append((number, json.loads(line)))
         except RecursionError:
             problems.append(Problem(number, "broken JSON: nested too deeply"))
-            continue
         except ValueError as e:
             problems.append(Problem(number, f"broken JSON: {_json_error(e, False)}"))
-            continue
+    return _table(items, problems, "jsonl")
+
+
+def _table(numbered_items, problems: list[Problem], kind: str) -> Table:
+    """A Table of the items that are rows; each one that is not becomes a problem under its number."""
+    rows, numbers = [], []
+    for number, item in numbered_items:
         row, reason = _as_row(item)
         if row is None:
             problems.append(Problem(number, reason))
         else:
             rows.append(row)
             numbers.append(number)
-    return Table(rows, _columns(rows), problems, "jsonl", numbers)
+    return Table(rows, _columns(rows), sorted(problems, key=lambda p: p.row), kind, numbers)
 
 
 def _json_error(error: ValueError, with_line: bool) -> str:

@@ -265,28 +265,22 @@ def build(studio: Studio) -> None:
     run_pick.change(refresh, [run_pick, compare_pick], outputs, show_progress="hidden")
     compare_pick.change(refresh, [run_pick, compare_pick], outputs, show_progress="hidden")
 
-    def on_stop(run_id, request: gr.Request):
-        run = current_run(run_id)
-        if run is None:
-            return "Nothing to stop."
-        try:
-            studio.queue.stop(run.id, studio.user(request), studio.is_admin(request))
-        except (PermissionError, ValueError, FileNotFoundError) as e:
-            return f"❌ {e}"
-        return f"Stopping {run.id}: the adapter trained so far is being saved."
+    def act(action, done: str):
+        """A Stop or Resume handler: the queue checks that the person may touch the run."""
+        def handler(run_id, request: gr.Request):
+            run = current_run(run_id)
+            if run is None:
+                return "No run chosen."
+            try:
+                action(run.id, studio.user(request), studio.is_admin(request))
+            except (PermissionError, ValueError, FileNotFoundError) as e:
+                return f"❌ {e}"
+            return done.format(run=run.id)
+        return handler
 
-    def on_resume(run_id, request: gr.Request):
-        run = current_run(run_id)
-        if run is None:
-            return "Nothing to resume."
-        try:
-            studio.queue.resume(run.id, studio.user(request), studio.is_admin(request))
-        except (PermissionError, ValueError, FileNotFoundError) as e:
-            return f"❌ {e}"
-        return f"{run.id} is queued to resume from its last checkpoint."
-
-    stop.click(on_stop, run_pick, notice)
-    resume.click(on_resume, run_pick, notice)
+    stop.click(act(studio.queue.stop, "Stopping {run}: the adapter trained so far is being saved."), run_pick,
+               notice)
+    resume.click(act(studio.queue.resume, "{run} is queued to resume from its last checkpoint."), run_pick, notice)
 
     def on_focus():
         """Refresh the pickers whenever the tab is opened: other tabs and other people add to them."""

@@ -1,0 +1,48 @@
+"""Serving the app to a lab: logins, the upload cap, and files served only from the workspace's exports."""
+import httpx
+import pytest
+
+from app import launch_options, parse_args
+from app_server import serving, with_embedded_model
+
+
+@pytest.fixture()
+def hosted(workspace, embedded_model_dir, tmp_path):
+    logins = tmp_path / "logins.txt"
+    logins.write_text("# the lab\nbo:hunter2\n")
+    args = parse_args(["--auth", "ana:secret", "--auth-file", str(logins), "--max-upload-mb", "1",
+                       "--workspace", str(workspace.root)])
+    with serving(with_embedded_model(workspace, embedded_model_dir), **launch_options(args, workspace)) as studio:
+        yield studio.url.rstrip("/"), workspace
+
+
+def login(client: httpx.Client, url: str, user: str, password: str) -> httpx.Response:
+    return client.post(f"{url}/login", data={"username": user, "password": password})
+
+
+def test_nothing_is_reachable_without_a_login(hosted):
+    url, _ = hosted
+    with httpx.Client() as client:
+        assert client.get(f"{url}/config").status_code == 401
+        assert client.get(f"{url}/gradio_api/info").status_code == 401
+        assert login(client, url, "ana", "wrong").status_code == 400  # a wrong password is refused
+        assert client.get(f"{url}/config").status_code == 401
+        assert login(client, url, "bo", "hunter2").status_code == 200  # a login from the auth file
+        assert client.get(f"{url}/config").status_code == 200
+
+
+def test_only_exports_are_served_and_uploads_are_capped(hosted):
+    url, workspace = hosted
+    secret = workspace.root / "runs" / "secret.txt"
+    secret.write_text("not for download")
+    export = workspace.exports / "model.txt"
+    export.write_text("for download")
+    with httpx.Client() as client:
+        login(client, url, "ana", "secret")
+        assert client.get(f"{url}/gradio_api/file={export}").text == "for download"
+        for outside in (secret, "/etc/passwd"):
+            assert client.get(f"{url}/gradio_api/file={outside}").status_code in (403, 404)
+        big = client.post(f"{url}/gradio_api/upload", files={"files": ("big.jsonl", b"x" * (2 * 2**20))})
+        assert big.status_code == 413
+        small = client.post(f"{url}/gradio_api/upload", files={"files": ("small.jsonl", b'{"text": "hi"}\n')})
+        assert small.status_code == 200
