@@ -284,13 +284,14 @@ def test_concurrent_users_each_get_their_own_adapter(model_path, adapters, refer
                         lambda self, source: attaches.append(source.path) or real_attach(self, source))
     # Copies of an adapter are other adapters to the pool: loading them evicts the users' adapters.
     churn = [str(shutil.copytree(adapters[0], tmp_path / f"churn{i}")) for i in range(2)]
-    results, errors = {}, []
+    results, errors, churn_rounds = {}, [], [0]
     start = threading.Barrier(4)
 
     def user(adapter):
         try:
             start.wait()
-            for _ in range(2):
+            # answer until the loader has churned three times, so answers and evictions really interleave
+            while churn_rounds[0] < 3 or len(results.get(adapter, [])) < 2:
                 results.setdefault(adapter, []).append(answer(pool, model_path, adapter).text)
         except Exception as e:  # noqa: BLE001 - reported by the assertion below
             errors.append(e)
@@ -302,6 +303,7 @@ def test_concurrent_users_each_get_their_own_adapter(model_path, adapters, refer
                 for adapter in churn:
                     with pool.session(model_path, "none", [adapter]):
                         pass
+                churn_rounds[0] += 1
         except Exception as e:  # noqa: BLE001
             errors.append(e)
 
@@ -312,7 +314,8 @@ def test_concurrent_users_each_get_their_own_adapter(model_path, adapters, refer
     for t in threads:
         t.join(timeout=300)
     assert not errors
-    assert results == {adapter: [reference[adapter]] * 2 for adapter in (None, *adapters)}
+    assert set(results) == {None, *adapters}
+    assert all(texts == [reference[adapter]] * len(texts) for adapter, texts in results.items())
     assert len(attaches) > 4  # adapters were evicted and attached again while the users were answered
 
 

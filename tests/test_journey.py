@@ -50,17 +50,28 @@ def test_the_adapter_speaks_pirate_where_the_base_does_not(pirate_run):
     assert "arr" not in answers["base"].lower().split() and "matey" not in answers["base"].lower()
 
 
+LOGIN = ("ana", "pirate-password")
+
+
 @pytest.fixture()
 def journey_app(pirate_run):
-    """The app over the journey's workspace, so its run shows up in every tab."""
+    """The app over the journey's workspace, behind a login as on a lab's workstation."""
     workspace, run = pirate_run
-    with serving(workspace) as studio:
+    with serving(workspace, auth=[LOGIN]) as studio:
         yield studio, run
+
+
+def open_logged_in(page, url: str) -> None:
+    page.goto(url)
+    page.get_by_label("username").fill(LOGIN[0])
+    page.get_by_label("password").fill(LOGIN[1])
+    page.get_by_role("button", name="Login").click()
+    page.get_by_role("tab", name="1 · Dataset").wait_for()
 
 
 def test_train_tab_starts_a_run_and_its_charts_move(journey_app, page):
     studio, _ = journey_app
-    page.goto(studio.url)
+    open_logged_in(page, studio.url)
     page.get_by_role("tab", name="2 · Train").click()
     page.locator("#train-dataset input").fill("pirate")
     page.locator("#train-dataset input").press("Enter")
@@ -75,6 +86,8 @@ def test_train_tab_starts_a_run_and_its_charts_move(journey_app, page):
     page.wait_for_selector("#run-progress:has-text('step 1 of 3'), #run-progress:has-text('step 2 of 3'), "
                            "#run-progress:has-text('step 3 of 3')", timeout=240_000)
     page.wait_for_selector("#run-progress:has-text('completed')", timeout=240_000)
+    started = [r for r in studio.queue.workspace.runs.iterdir() if r.name.endswith("browser")]
+    assert json.loads((started[0] / "status.json").read_text())["owner"] == LOGIN[0]
     page.wait_for_function("document.querySelector('#loss-plot canvas, #loss-plot svg') !== null")
     Path(REPO / "docs" / "screenshots").mkdir(parents=True, exist_ok=True)
     page.screenshot(path=str(REPO / "docs" / "screenshots" / "train.png"), full_page=True)
@@ -82,7 +95,7 @@ def test_train_tab_starts_a_run_and_its_charts_move(journey_app, page):
 
 def test_chat_tab_shows_base_and_adapter_side_by_side(journey_app, page):
     studio, run = journey_app
-    page.goto(studio.url)
+    open_logged_in(page, studio.url)
     page.get_by_role("tab", name="3 · Chat").click()
     page.locator("#chat-right input").fill(f"Run {run.id}")
     page.locator("#chat-right input").press("Enter")
@@ -97,7 +110,7 @@ def test_chat_tab_shows_base_and_adapter_side_by_side(journey_app, page):
 
 def test_export_tab_merges_and_downloads_the_zip(journey_app, page, tmp_path):
     studio, run = journey_app
-    page.goto(studio.url)
+    open_logged_in(page, studio.url)
     page.get_by_role("tab", name="4 · Export").click()
     page.locator("#export-run input").fill(run.id)
     page.locator("#export-run input").press("Enter")
