@@ -41,6 +41,7 @@ def read_logins(args) -> list[tuple[str, str]]:
 
 def main(argv=None) -> None:
     args = parse_args(argv)
+    os.environ.setdefault("GRADIO_ANALYTICS_ENABLED", "False")  # a lab's workstation phones nobody home
     if args.allow_remote_code:
         os.environ["STUDIO_ALLOW_REMOTE_CODE"] = "1"  # read by studio.models, also in the training children
     from studio.jobs import JobQueue
