@@ -20,7 +20,6 @@ from .config import TrainConfig
 from .workspace import Workspace, read_json, read_jsonl, safe_name, write_json
 
 ACTIVE = ("queued", "running")
-FINISHED = ("completed", "failed", "stopped", "interrupted")
 
 
 class Run:

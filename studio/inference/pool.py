@@ -220,15 +220,6 @@ class ModelPool:
                  "adapters": [{"path": str(a.path), "load_s": round(a.load_s, 3)} for a in b.adapters()]}
                 for b in bases if not b.closed]
 
-    def unload_all(self) -> None:
-        with MODEL_LOADS:
-            with self._lock:
-                bases = list(self._bases.values())
-                self._bases.clear()
-            for base in bases:
-                base.close()
-            _free_memory()
-
     @contextmanager
     def session(self, model_path: str, quantization: str, adapters: list[str | None]):
         """A Session to generate with: one batch row per entry of adapters (an adapter folder, or None for
