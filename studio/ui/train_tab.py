@@ -67,7 +67,7 @@ def settings_from(preset_name: str, studio: Studio) -> list:
     return values
 
 
-def build_config(studio: Studio, dataset, model, preset, values) -> TrainConfig:
+def build_config(dataset, model, preset, values) -> TrainConfig:
     settings = dict(zip([f for f, _ in ADVANCED], values))
     model = model or EMBEDDED_LABEL
     return TrainConfig.from_dict({**settings, "dataset": dataset or "", "preset": preset,
@@ -77,7 +77,7 @@ def build_config(studio: Studio, dataset, model, preset, values) -> TrainConfig:
 def fit_text(studio: Studio, model_choice, values) -> str:
     """The 'will it fit?' line for the chosen model and settings."""
     try:
-        config = build_config(studio, "-", model_choice, "custom", values)
+        config = build_config("-", model_choice, "custom", values)
         path = resolve_model(config.model, studio.workspace, progress=lambda _m: None)
         return "**Will it fit?** " + estimate_for(path, config).summary()
     except (ConfigError, ModelNotFound, OSError, ValueError) as e:
@@ -185,26 +185,28 @@ def build(studio: Studio) -> None:
 
     preset.change(on_preset, preset, [preset_text] + advanced)
 
-    def on_dataset(name):
+    def suggestion_for(name) -> dict | None:
+        """Rank, learning rate and epochs suited to the chosen dataset's size; None until it can be read."""
         from ..data import load_records
 
         try:
             records, _ = load_records(name, studio.workspace)
         except Exception:  # noqa: BLE001 - a half-typed name: no suggestion yet
+            return None
+        return {**suggest_for_size(len(records)), "rows": len(records)}
+
+    def on_dataset(name):
+        tip = suggestion_for(name)
+        if tip is None:
             return gr.update(value=""), gr.update(visible=False)
-        tip = suggest_for_size(len(records))
-        return (f"💡 {len(records)} examples — {tip['why']}: rank {tip['lora_r']}, learning rate "
+        return (f"💡 {tip['rows']} examples — {tip['why']}: rank {tip['lora_r']}, learning rate "
                 f"{tip['learning_rate']}, {tip['epochs']:g} epochs."), gr.update(visible=True)
 
     dataset.change(on_dataset, dataset, [suggestion, apply_suggestion])
 
     def on_apply(name, *values):
-        from ..data import load_records
-
-        records, _ = load_records(name, studio.workspace)
-        tip = suggest_for_size(len(records))
-        fields = [f for f, _ in ADVANCED]
-        return [tip.get(f, v) for f, v in zip(fields, values)]
+        tip = suggestion_for(name) or {}
+        return [tip.get(f, v) for (f, _), v in zip(ADVANCED, values)]
 
     apply_suggestion.click(on_apply, [dataset] + advanced, advanced)
 
@@ -232,7 +234,7 @@ def build(studio: Studio) -> None:
         if not form[dataset]:
             return "❌ Choose a dataset first (save one in the Dataset tab).", gr.update()
         try:
-            config = build_config(studio, form[dataset], form[model], form[preset], [form[c] for c in advanced])
+            config = build_config(form[dataset], form[model], form[preset], [form[c] for c in advanced])
         except ConfigError as e:
             return f"❌ {e}", gr.update()
         run = studio.queue.submit(config, owner=studio.user(request), name=form[run_name])
