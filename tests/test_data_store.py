@@ -12,7 +12,7 @@ DATA = Path(__file__).parent / "data"
 
 def test_save_and_load_round_trip(workspace):
     report = inspect_file(DATA / "alpaca.json")
-    folder = save_dataset(workspace, "My French set", DATA / "alpaca.json", report)
+    folder = save_dataset(workspace, "My French set", DATA / "alpaca.json", report, owner="alice")
     assert folder == workspace.datasets / "My-French-set"
     assert sorted(p.name for p in folder.iterdir()) == ["original.json", "records.jsonl", "report.json"]
     assert (folder / "original.json").read_bytes() == (DATA / "alpaca.json").read_bytes()
@@ -20,12 +20,16 @@ def test_save_and_load_round_trip(workspace):
     assert [json.loads(line) for line in lines] == report.records
     saved = json.loads((folder / "report.json").read_text(encoding="utf-8"))
     assert saved["name"] == "My-French-set" and saved["valid"] == 3 and saved["format"] == "alpaca"
+    assert saved["owner"] == "alice"
 
     records, report_json = load_records("My-French-set", workspace)
     assert records == report.records and report_json == saved
     assert load_records(str(folder), workspace)[0] == report.records
-    assert list_datasets(workspace) == [{"name": "My-French-set", "path": str(folder), "file": "alpaca.json",
-                                         "format": "alpaca", "rows": 3, "valid": 3, "invalid": 0, "tokens": None}]
+    assert list_datasets(workspace) == [{"name": "My-French-set", "path": str(folder), "owner": "alice",
+                                         "file": "alpaca.json", "format": "alpaca", "rows": 3, "valid": 3,
+                                         "invalid": 0, "tokens": None}]
+    save_dataset(workspace, "unowned", DATA / "alpaca.json", report)  # e.g. from the command line
+    assert [d["owner"] for d in list_datasets(workspace)] == ["alice", ""]
 
 
 def test_existing_name_is_refused_unless_overwrite(workspace):

@@ -18,9 +18,9 @@ _KIND_EXTENSIONS = {"text": ".txt"}
 
 
 def save_dataset(workspace: Workspace, name: str, source_path: str | Path, report: DatasetReport,
-                 overwrite: bool = False) -> Path:
-    """Store the upload, its valid records and its report under datasets/<safe name>/. An existing
-    dataset of that name is only replaced with overwrite=True, and then only once the new one is complete."""
+                 overwrite: bool = False, owner: str = "") -> Path:
+    """Store the upload, its valid records and its report (with who saved it) under datasets/<safe name>/. An
+    existing dataset of that name is only replaced with overwrite=True, and then only once the new one is complete."""
     if not report.records:
         raise DatasetError(f"{report.file} has no valid rows to save. Fix the problems listed in the report first.")
     folder = safe_name(name, "dataset")
@@ -45,7 +45,7 @@ def save_dataset(workspace: Workspace, name: str, source_path: str | Path, repor
         with open(staging / RECORDS, "w", encoding="utf-8") as f:
             for record in report.records:
                 f.write(json.dumps(record, ensure_ascii=False) + "\n")
-        write_json(staging / REPORT, {**report.to_json(), "name": folder, "saved_at": time.time()})
+        write_json(staging / REPORT, {**report.to_json(), "name": folder, "owner": owner, "saved_at": time.time()})
         if target.exists():
             retired = staging.with_name(f".{folder}.old-{staging.name}")
             target.rename(retired)
@@ -66,13 +66,14 @@ def save_dataset(workspace: Workspace, name: str, source_path: str | Path, repor
 
 
 def list_datasets(workspace: Workspace) -> list[dict]:
-    """A summary of every saved dataset, by name: name, path, file, format, rows, valid, invalid, tokens."""
+    """A summary of every saved dataset, by name: name, path, owner, file, format, rows, valid, invalid, tokens
+    (owner is "" for a dataset saved without one)."""
     found = []
     for folder in sorted(workspace.datasets.iterdir()):
         if folder.name.startswith(".") or not (folder / RECORDS).is_file():
             continue  # hidden folders are saves in progress
         info = read_json(folder / REPORT, {}) or {}
-        found.append({"name": folder.name, "path": str(folder),
+        found.append({"name": folder.name, "path": str(folder), "owner": info.get("owner") or "",
                       **{k: info.get(k) for k in ("file", "format", "rows", "valid", "invalid", "tokens")}})
     return found
 
