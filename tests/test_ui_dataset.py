@@ -8,9 +8,10 @@ import pytest
 from studio.data import DatasetError, list_datasets
 from studio.models import EMBEDDED_LABEL as EMBEDDED, ModelNotFound
 from studio.ui.dataset_tab import (
-    Tokenizers, as_max_length, check, check_upload, column_mapping, example_view, length_histogram,
+    Tokenizers, as_max_length, check, check_upload, column_mapping, datasets_table, example_view, length_histogram,
     preview_table, problems_table, problems_text, save, shape_text, summary_text, suggest_name,
 )
+from studio.ui.i18n import Translator
 from studio.workspace import Workspace
 
 REPO = Path(__file__).resolve().parent.parent
@@ -159,6 +160,9 @@ def test_save_records_the_dataset_and_its_owner(tokenizers, chat_file, workspace
     assert json.loads((folder / "report.json").read_text(encoding="utf-8"))["owner"] == "alice"
     assert save(workspace, chat_file, report, "Pirate chat", True, "bob").startswith("✔ Saved")
     assert json.loads((folder / "report.json").read_text(encoding="utf-8"))["owner"] == "bob"
+    assert datasets_table(workspace).values.tolist() == [["Pirate-chat", "bob", 3, "messages"]]
+    headers = datasets_table(workspace, Translator("zh-Hant")).columns.tolist()
+    assert headers == ["資料集", "擁有者", "範例數", "格式"]
 
     assert save(workspace, chat_file, report, "  ", False, "bob") == "❌ Type a name for the dataset first."
     assert save(workspace, None, None, "x", False, "bob").startswith("❌ Upload a file")
@@ -213,6 +217,9 @@ def test_dataset_tab_in_the_browser(studio_app, page, tmp_path):
     shots = REPO / "docs" / "screenshots"
     shots.mkdir(parents=True, exist_ok=True)
     page.screenshot(path=str(shots / "dataset.png"), full_page=True)
+    page.get_by_text("Saved datasets", exact=True).click()  # the list says who saved each dataset
+    page.locator("#dataset-list [role=gridcell]").first.wait_for()
+    assert grid(page, "#dataset-list") == [["pirate-chat", "local", "3", "messages"]]
 
     page.locator("#dataset-max-length input").fill("30")
     page.locator("#dataset-max-length input").press("Enter")

@@ -11,18 +11,19 @@ from ..models import EMBEDDED_LABEL, ModelNotFound, resolve_model
 from ..runs import find_run, list_runs
 from ..workspace import safe_name
 from .context import Studio
+from .i18n import N_, Labels, Translator, english, translator
 from .train_tab import model_choices
 
-BASE = "Base model (no adapter)"
+BASE = N_("Base model (no adapter)")  # the choice's value, and its label in English
 UPLOADED = "uploaded:"
 
 
-def adapter_choices(studio: Studio) -> list[tuple[str, str]]:
+def adapter_choices(studio: Studio, t: Translator = english) -> list[tuple[str, str]]:
     """The base model, every run with an adapter, and adapters people uploaded."""
-    runs = [(f"Run {r.id}", r.id) for r in list_runs(studio.workspace) if r.has_adapter()]
-    uploads = [(f"Uploaded {p.name}", UPLOADED + p.name) for p in sorted(uploads_dir(studio).iterdir())
+    runs = [(t("Run {id}", id=r.id), r.id) for r in list_runs(studio.workspace) if r.has_adapter()]
+    uploads = [(t("Uploaded {name}", name=p.name), UPLOADED + p.name) for p in sorted(uploads_dir(studio).iterdir())
                if (p / "adapter_config.json").exists()]
-    return [(BASE, BASE)] + runs + uploads
+    return [(t(BASE), BASE)] + runs + uploads
 
 
 def uploads_dir(studio: Studio) -> Path:
@@ -47,33 +48,37 @@ def base_model_of(studio: Studio, choice: str | None) -> str | None:
     return EMBEDDED_LABEL if spec == "embedded" else spec
 
 
-def store_upload(studio: Studio, path: str | None) -> tuple[str, str | None]:
+def store_upload(studio: Studio, path: str | None, t: Translator = english) -> tuple[str, str | None]:
     """Unpack an uploaded adapter zip into the workspace; (message, the new choice)."""
     if not path:
         return "", None
     source = Path(path)
     if not zipfile.is_zipfile(source):
-        return "❌ Upload a .zip of a peft adapter folder (it holds adapter_config.json).", None
+        return t("❌ Upload a .zip of a peft adapter folder (it holds adapter_config.json)."), None
     target = uploads_dir(studio) / safe_name(source.stem, "adapter")
     with zipfile.ZipFile(source) as archive:
         names = [n for n in archive.namelist() if not n.endswith("/")]
         config = next((n for n in names if n.endswith("adapter_config.json")), None)
         if config is None:
-            return "❌ That zip holds no adapter_config.json, so it is not a peft adapter.", None
+            return t("❌ That zip holds no adapter_config.json, so it is not a peft adapter."), None
         prefix = config[: -len("adapter_config.json")]
         target.mkdir(parents=True, exist_ok=True)
         for name in names:
             if name.startswith(prefix) and "/" not in name[len(prefix):]:  # only the adapter's own files
                 (target / Path(name).name).write_bytes(archive.read(name))
-    return f"Adapter '{target.name}' is ready to chat with.", UPLOADED + target.name
+    return t("Adapter '{name}' is ready to chat with.", name=target.name), UPLOADED + target.name
 
 
-def stats_line(answer) -> str:
-    swap = (f" · adapter {'already loaded' if answer.adapter_cached else f'loaded in {answer.adapter_load_s * 1000:.0f} ms'}"
-            if answer.adapter is not None else "")
+def stats_line(answer, t: Translator = english) -> str:
+    if answer.adapter is None:
+        swap = ""
+    elif answer.adapter_cached:
+        swap = t(" · adapter already loaded")
+    else:
+        swap = t(" · adapter loaded in {ms:.0f} ms", ms=answer.adapter_load_s * 1000)
     warning = f"\n\n⚠ {answer.warning}" if answer.warning else ""
-    return (f"first token after {answer.first_token_s:.2f} s · {answer.tokens_per_s:.1f} tokens/s · "
-            f"{answer.tokens} tokens{swap}{warning}")
+    return t("first token after {seconds:.2f} s · {speed:.1f} tokens/s · {tokens} tokens",
+             seconds=answer.first_token_s, speed=answer.tokens_per_s, tokens=answer.tokens) + swap + warning
 
 
 class StopButtons:
@@ -91,43 +96,44 @@ class StopButtons:
             self._events[session].set()
 
 
-def build(studio: Studio):
+def build(studio: Studio, labels: Labels):
     from ..inference import ChatError, GenerationSettings, compare
     from ..inference import chat as chat_once
 
     stops = StopButtons()
-    gr.Markdown("Chat with what you trained. Tick **side by side** to send each message to two models at "
-                "once — the base model on the left, your adapter on the right — and see the difference.")
+    add = labels.add
+    add(gr.Markdown("Chat with what you trained. Tick **side by side** to send each message to two models at "
+                    "once — the base model on the left, your adapter on the right — and see the difference."))
     with gr.Row():
-        model = gr.Dropdown(model_choices(studio), value=EMBEDDED_LABEL, allow_custom_value=True,
-                            label="Base model", scale=3)
-        quantization = gr.Radio(["auto", "4bit", "8bit", "none"], value="auto", scale=2,
-                                label="Precision (auto: what fits)")
+        model = add(gr.Dropdown(model_choices(studio), value=EMBEDDED_LABEL, allow_custom_value=True,
+                                label="Base model", scale=3))
+        quantization = add(gr.Radio(["auto", "4bit", "8bit", "none"], value="auto", scale=2,
+                                    label="Precision (auto: what fits)"))
     with gr.Row():
-        left_pick = gr.Dropdown(adapter_choices(studio), value=BASE, label="Left", elem_id="chat-left")
-        right_pick = gr.Dropdown(adapter_choices(studio), value=BASE, label="Right (the adapter to try)",
-                                 elem_id="chat-right")
-        side_by_side = gr.Checkbox(True, label="Side by side", elem_id="chat-side-by-side")
-    with gr.Accordion("Upload an adapter, system prompt and sampling", open=False):
-        upload = gr.File(label="Adapter (.zip of a peft adapter folder)")
-        system = gr.Textbox(label="System prompt (optional)")
+        left_pick = add(gr.Dropdown(adapter_choices(studio), value=BASE, label="Left", elem_id="chat-left"))
+        right_pick = add(gr.Dropdown(adapter_choices(studio), value=BASE, label="Right (the adapter to try)",
+                                     elem_id="chat-right"))
+        side_by_side = add(gr.Checkbox(True, label="Side by side", elem_id="chat-side-by-side"))
+    with add(gr.Accordion("Upload an adapter, system prompt and sampling", open=False)):
+        upload = add(gr.File(label="Adapter (.zip of a peft adapter folder)"))
+        system = add(gr.Textbox(label="System prompt (optional)"))
         with gr.Row():
-            temperature = gr.Slider(0, 2, value=0, step=0.05, label="Temperature (0: always the likeliest word)")
-            top_p = gr.Slider(0.05, 1, value=0.9, step=0.05, label="Top-p")
-            max_new = gr.Slider(8, 2048, value=256, step=8, label="Longest answer (tokens)")
-            repetition = gr.Slider(1, 2, value=1.1, step=0.05, label="Repetition penalty")
+            temperature = add(gr.Slider(0, 2, value=0, step=0.05, label="Temperature (0: always the likeliest word)"))
+            top_p = add(gr.Slider(0.05, 1, value=0.9, step=0.05, label="Top-p"))
+            max_new = add(gr.Slider(8, 2048, value=256, step=8, label="Longest answer (tokens)"))
+            repetition = add(gr.Slider(1, 2, value=1.1, step=0.05, label="Repetition penalty"))
     with gr.Row():
-        left_chat = gr.Chatbot(label="Left", height=380, elem_id="chat-left-box")
-        right_chat = gr.Chatbot(label="Right", height=380, elem_id="chat-right-box")
+        left_chat = add(gr.Chatbot(label="Left", height=380, elem_id="chat-left-box"))
+        right_chat = add(gr.Chatbot(label="Right", height=380, elem_id="chat-right-box"))
     with gr.Row():
         left_stats = gr.Markdown(elem_id="chat-left-stats")
         right_stats = gr.Markdown(elem_id="chat-right-stats")
     with gr.Row():
-        message = gr.Textbox(placeholder="Type a message and press Enter", show_label=False, scale=5,
-                             elem_id="chat-message")
-        send = gr.Button("Send", variant="primary", scale=1, elem_id="chat-send")
-        stop = gr.Button("Stop", scale=1)
-        clear = gr.Button("Clear", scale=1)
+        message = add(gr.Textbox(placeholder="Type a message and press Enter", show_label=False, scale=5,
+                                 elem_id="chat-message"))
+        send = add(gr.Button("Send", variant="primary", scale=1, elem_id="chat-send"))
+        stop = add(gr.Button("Stop", scale=1))
+        clear = add(gr.Button("Clear", scale=1))
 
     side_by_side.change(lambda on: gr.update(visible=on), side_by_side, left_chat)
 
@@ -136,9 +142,10 @@ def build(studio: Studio):
 
     right_pick.change(on_pick, [right_pick, model], model)
 
-    def on_upload(path):
-        text, choice = store_upload(studio, path)
-        choices = adapter_choices(studio)
+    def on_upload(path, request: gr.Request):
+        t = translator(request)
+        text, choice = store_upload(studio, path, t)
+        choices = adapter_choices(studio, t)
         return text, gr.update(choices=choices, value=choice) if choice else gr.update(choices=choices)
 
     upload.upload(on_upload, upload, [right_stats, right_pick])
@@ -174,7 +181,8 @@ def build(studio: Studio):
         except Exception as e:  # noqa: BLE001 - a failed generation is shown, never a traceback
             yield left_history, right_history, "", f"❌ {e}", ""
             return
-        lines = [stats_line(a) for a in stream.answers]
+        t = translator(request)
+        lines = [stats_line(a, t) for a in stream.answers]
         yield left_history, right_history, lines[0] if both else "", lines[-1], ""
 
     outputs = [left_chat, right_chat, left_stats, right_stats, message]
@@ -188,8 +196,8 @@ def build(studio: Studio):
     stop.click(on_stop, None, None)
     clear.click(lambda: ([], [], "", ""), None, [left_chat, right_chat, left_stats, right_stats])
 
-    def on_focus():
-        choices = adapter_choices(studio)
+    def on_focus(request: gr.Request):
+        choices = adapter_choices(studio, translator(request))
         return gr.update(choices=model_choices(studio)), gr.update(choices=choices), gr.update(choices=choices)
 
     return on_focus, [model, left_pick, right_pick]

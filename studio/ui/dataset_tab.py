@@ -8,10 +8,12 @@ from pathlib import Path
 import gradio as gr
 import pandas as pd
 
-from ..data import FIELDS, DatasetError, DatasetReport, inspect_file, read_table, render_segments, save_dataset
+from ..data import (FIELDS, DatasetError, DatasetReport, inspect_file, list_datasets, read_table, render_segments,
+                    save_dataset)
 from ..models import EMBEDDED_LABEL, ModelNotFound, load_tokenizer, resolve_model
-from ..workspace import Workspace, read_json, safe_name, write_json
+from ..workspace import Workspace, safe_name
 from .context import Studio
+from .i18n import N_, Labels, Translator, english, translator
 from .train_tab import model_choices
 
 SUPPORTED = (".csv", ".tsv", ".json", ".jsonl", ".parquet", ".txt")
@@ -23,54 +25,55 @@ HISTOGRAM_BINS = 12
 LEARNED = "learns to write"
 
 SHAPES = {
-    "alpaca": "Instruction / answer pairs (alpaca)",
-    "completion": "Prompt / completion pairs",
-    "sharegpt": "Conversations with from / value turns (ShareGPT)",
-    "messages": "Chat conversations with role / content messages",
-    "text": "Plain text (the model learns to continue it)",
+    "alpaca": N_("Instruction / answer pairs (alpaca)"),
+    "completion": N_("Prompt / completion pairs"),
+    "sharegpt": N_("Conversations with from / value turns (ShareGPT)"),
+    "messages": N_("Chat conversations with role / content messages"),
+    "text": N_("Plain text (the model learns to continue it)"),
 }
 FIELD_WORDS = {
-    "instruction": "instruction: the request", "prompt": "prompt: the request",
-    "input": "input: extra context for the request", "output": "output: the answer to learn",
-    "completion": "completion: the answer to learn", "system": "system: standing instructions",
-    "conversations": "conversations: a whole chat (from / value)",
-    "messages": "messages: a whole chat (role / content)", "text": "text: plain text to learn",
-    IGNORE: "ignore: leave this column out",
+    "instruction": N_("instruction: the request"), "prompt": N_("prompt: the request"),
+    "input": N_("input: extra context for the request"), "output": N_("output: the answer to learn"),
+    "completion": N_("completion: the answer to learn"), "system": N_("system: standing instructions"),
+    "conversations": N_("conversations: a whole chat (from / value)"),
+    "messages": N_("messages: a whole chat (role / content)"), "text": N_("text: plain text to learn"),
+    IGNORE: N_("ignore: leave this column out"),
 }
 FIELD_CHOICES = [(FIELD_WORDS[f], f) for f in (*FIELDS, IGNORE)]
-SHAPE_CHOICES = [("Detect automatically", AUTO)] + [(words, fmt) for fmt, words in SHAPES.items()]
-LEGEND = ("**How to read this:** the <mark style='background:#bbf7d0'>highlighted</mark> part is what the model "
-          "learns to write. The plain part is what it only reads: the question, the system prompt (some models "
-          "add a default one), and the markers the model's chat format puts around each turn.")
+SHAPE_CHOICES = [(N_("Detect automatically"), AUTO)] + [(words, fmt) for fmt, words in SHAPES.items()]
+LEGEND = N_("**How to read this:** the <mark style='background:#bbf7d0'>highlighted</mark> part is what the "
+            "model learns to write. The plain part is what it only reads: the question, the system prompt (some "
+            "models add a default one), and the markers the model's chat format puts around each turn.")
 
 
 # ---- logic: plain functions, testable without a browser ------------------------------------------
 
-def check_upload(path: str | Path | None, max_mb: float) -> Path:
+def check_upload(path: str | Path | None, max_mb: float, t: Translator = english) -> Path:
     """The uploaded file, or DatasetError when it is missing, of a type we cannot read, or too big."""
     if not path:
-        raise DatasetError("Upload a file with your examples first.")
+        raise DatasetError(t("Upload a file with your examples first."))
     path = Path(path)
     if path.suffix.lower() not in SUPPORTED:
-        raise DatasetError(f"{path.name} is not a file type LoRA Studio reads. Upload one of: "
-                           f"{', '.join(SUPPORTED)} (from a spreadsheet, save as CSV).")
+        raise DatasetError(t("{file} is not a file type LoRA Studio reads. Upload one of: {types} (from a "
+                             "spreadsheet, save as CSV).", file=path.name, types=", ".join(SUPPORTED)))
     size_mb = path.stat().st_size / 2**20
     if size_mb > max_mb:
-        raise DatasetError(f"{path.name} is {size_mb:.1f} MB; uploads here are limited to {max_mb:g} MB. "
-                           "Upload a smaller part of it, or ask the administrator to raise the limit.")
+        raise DatasetError(t("{file} is {size:.1f} MB; uploads here are limited to {limit:g} MB. Upload a smaller "
+                             "part of it, or ask the administrator to raise the limit.",
+                             file=path.name, size=size_mb, limit=max_mb))
     return path
 
 
-def as_max_length(value) -> int:
+def as_max_length(value, t: Translator = english) -> int:
     """The max-length box as a whole number of tokens, or DatasetError saying what to type."""
     try:
         number = float(value)
     except (TypeError, ValueError):
         number = 0
     if number < 1 or number != int(number):
-        got = "the box is empty" if value in (None, "") else f"got {value}"
-        raise DatasetError(f"The max length must be a whole number of tokens above 0 ({got}). "
-                           "1024 is a good start.")
+        got = t("the box is empty") if value in (None, "") else t("got {value}", value=value)
+        raise DatasetError(t("The max length must be a whole number of tokens above 0 ({got}). 1024 is a good "
+                             "start.", got=got))
     return int(number)
 
 
@@ -82,7 +85,7 @@ class Tokenizers:
         self._loaded: dict[str, object] = {}
         self._lock = threading.Lock()
 
-    def get(self, choice: str | None):
+    def get(self, choice: str | None, t: Translator = english):
         """The tokenizer of a model choice; ModelNotFound or DatasetError with a message for the user."""
         with self._lock:  # two people opening the tab at once convert and load a model once
             path = resolve_model(choice or EMBEDDED_LABEL, self.workspace, progress=lambda _m: None)
@@ -91,8 +94,9 @@ class Tokenizers:
                     self._loaded[path] = load_tokenizer(path)
                 except Exception as e:  # noqa: BLE001 - a model folder can fail in many ways; all mean the same
                     reason = (str(e).strip().splitlines() or [type(e).__name__])[0][:200]
-                    raise DatasetError(f"The tokenizer of {choice} could not be loaded ({reason}). Pick "
-                                       "another model, or a folder that holds tokenizer.json.") from None
+                    raise DatasetError(t("The tokenizer of {model} could not be loaded ({reason}). Pick another "
+                                         "model, or a folder that holds tokenizer.json.",
+                                         model=choice, reason=reason)) from None
             return self._loaded[path]
 
 
@@ -109,21 +113,21 @@ class Checked:
 
 
 def check(tokenizers: Tokenizers, path, model_choice: str | None, max_length, max_mb: float, fmt: str = AUTO,
-          overrides: dict[str, str] | None = None) -> Checked:
+          overrides: dict[str, str] | None = None, t: Translator = english) -> Checked:
     """Check an upload with the chosen model and the columns mapped by hand. A model that cannot be had
     still lets the rows be checked (without token counts); a mapping that does not work still returns the
     file's columns, so it can be fixed."""
     overrides = overrides or {}
     try:
-        path = check_upload(path, max_mb)
-        max_length = as_max_length(max_length)
+        path = check_upload(path, max_mb, t)
+        max_length = as_max_length(max_length, t)
     except DatasetError as e:
         return Checked(None, [], {}, f"❌ {e}")
     notes, tokenizer = [], None
     try:
-        tokenizer = tokenizers.get(model_choice)
+        tokenizer = tokenizers.get(model_choice, t)
     except (ModelNotFound, DatasetError) as e:
-        notes.append(f"❌ {e} The rows are checked without it, but token counts need a model.")
+        notes.append(t("❌ {error} The rows are checked without it, but token counts need a model.", error=e))
     try:
         report = inspect_file(path, tokenizer, mapping=overrides or None, max_length=max_length,
                               fmt=None if fmt == AUTO else fmt)
@@ -132,14 +136,14 @@ def check(tokenizers: Tokenizers, path, model_choice: str | None, max_length, ma
             columns = read_table(path).columns
         except DatasetError:
             return Checked(None, [], {}, "\n\n".join([f"❌ {e}"] + notes))
-        notes.insert(0, f"❌ {e} Use the column boxes below to say which column is which.")
+        notes.insert(0, t("❌ {error} Use the column boxes below to say which column is which.", error=e))
         return Checked(None, columns, {c: f for c, f in overrides.items() if c in columns}, "\n\n".join(notes),
                        tokenizer)
     return Checked(report, report.columns, report.mapping, "\n\n".join(notes), tokenizer)
 
 
-def shape_text(report: DatasetReport) -> str:
-    return f"**Detected shape:** {SHAPES[report.format]}"
+def shape_text(report: DatasetReport, t: Translator = english) -> str:
+    return t("**Detected shape:** {shape}", shape=t(SHAPES[report.format]))
 
 
 def column_mapping(columns: list[str], mapping: dict[str, str]) -> list[tuple[str, str]]:
@@ -147,22 +151,26 @@ def column_mapping(columns: list[str], mapping: dict[str, str]) -> list[tuple[st
     return [(c, mapping.get(c, IGNORE)) for c in columns]
 
 
-def summary_text(report: DatasetReport) -> str:
-    lines = [f"**{report.rows} rows:** ✔ {report.valid} usable · ✖ {report.invalid} with problems"
-             + (" (listed below; they are left out)" if report.invalid else "")]
+def summary_text(report: DatasetReport, t: Translator = english) -> str:
+    lines = [t("**{rows} rows:** ✔ {valid} usable · ✖ {invalid} with problems", rows=report.rows,
+               valid=report.valid, invalid=report.invalid)
+             + (t(" (listed below; they are left out)") if report.invalid else "")]
     stats = report.tokens
     if stats and stats["count"]:
-        lines.append(f"**Length in tokens:** shortest {stats['min']} · median {stats['median']:g} · 95% are at "
-                     f"most {stats['p95']} · longest {stats['max']}")
-        over = stats["over_limit"]
-        if over:
-            lines.append(f"⚠️ {over} example{'s are' if over > 1 else ' is'} longer than the max length of "
-                         f"{report.max_length} tokens and will be cut at the end.")
+        lines.append(t("**Length in tokens:** shortest {min} · median {median:g} · 95% are at most {p95} · longest "
+                       "{max}", min=stats["min"], median=stats["median"], p95=stats["p95"], max=stats["max"]))
+        over, limit = stats["over_limit"], report.max_length
+        if over > 1:
+            lines.append(t("⚠️ {count} examples are longer than the max length of {limit} tokens and will be cut "
+                           "at the end.", count=over, limit=limit))
+        elif over:
+            lines.append(t("⚠️ 1 example is longer than the max length of {limit} tokens and will be cut at the "
+                           "end.", limit=limit))
         else:
-            lines.append(f"All examples fit in the max length of {report.max_length} tokens.")
+            lines.append(t("All examples fit in the max length of {limit} tokens.", limit=limit))
         if stats["answers_cut_off"]:
-            lines.append(f"⚠️ In {stats['answers_cut_off']} of them the whole answer lies past the cut, so they "
-                         "teach nothing: raise the max length or shorten those examples.")
+            lines.append(t("⚠️ In {count} of them the whole answer lies past the cut, so they teach nothing: raise "
+                           "the max length or shorten those examples.", count=stats["answers_cut_off"]))
     return "\n\n".join(lines)
 
 
@@ -187,16 +195,16 @@ def _short(text: str, limit: int = 120) -> str:
     return text if len(text) <= limit else text[:limit - 1] + "…"
 
 
-def preview_table(report: DatasetReport | None, limit: int = PREVIEW_ROWS) -> pd.DataFrame:
+def preview_table(report: DatasetReport | None, limit: int = PREVIEW_ROWS, t: Translator = english) -> pd.DataFrame:
     """The first examples as the model gets them: one row per example with its row number in the file."""
     if report is None:
-        return pd.DataFrame(columns=["row", "system", "user", "assistant"])
+        return pd.DataFrame(columns=[N_("row"), N_("system"), N_("user"), N_("assistant")]).rename(columns=t)
     if report.format == "text":
         return pd.DataFrame([{"row": n, "text": _short(r["text"], 300)}
                              for n, r in zip(report.row_numbers[:limit], report.records[:limit])],
-                            columns=["row", "text"])
+                            columns=[N_("row"), N_("text")]).rename(columns=t)
     chat = report.format in ("sharegpt", "messages")  # only conversations have more than one exchange
-    columns = ["row", "system", "user", "assistant"] + (["turns"] if chat else [])
+    columns = [N_("row"), N_("system"), N_("user"), N_("assistant")] + ([N_("turns")] if chat else [])
     rows = []
     for number, record in zip(report.row_numbers[:limit], report.records[:limit]):
         first = {}
@@ -204,60 +212,65 @@ def preview_table(report: DatasetReport | None, limit: int = PREVIEW_ROWS) -> pd
             first.setdefault(m["role"], m["content"])
         rows.append({"row": number, "system": _short(first.get("system", "")), "user": _short(first.get("user", "")),
                      "assistant": _short(first.get("assistant", "")), "turns": len(record["messages"])})
-    return pd.DataFrame(rows, columns=columns)
+    return pd.DataFrame(rows, columns=columns).rename(columns=t)
 
 
-def problems_table(report: DatasetReport | None) -> pd.DataFrame:
+def problems_table(report: DatasetReport | None, t: Translator = english) -> pd.DataFrame:
     problems = report.problems[:PROBLEMS_SHOWN] if report else []
-    return pd.DataFrame([{"row": p.row, "problem": p.reason} for p in problems], columns=["row", "problem"])
+    return pd.DataFrame([{"row": p.row, "problem": p.reason} for p in problems],
+                        columns=[N_("row"), N_("problem")]).rename(columns=t)
 
 
-def problems_text(report: DatasetReport) -> str:
+def problems_text(report: DatasetReport, t: Translator = english) -> str:
     if not report.problems:
-        return "✔ **No problems found:** every row can be used."
+        return t("✔ **No problems found:** every row can be used.")
     more = report.invalid - PROBLEMS_SHOWN
-    return (f"✖ **{report.invalid} row{'s' if report.invalid > 1 else ''} cannot be used** and will be left out. "
-            "Fix them in your file and upload it again, or save without them."
-            + (f" The first {PROBLEMS_SHOWN} are listed here ({more} more not shown)." if more > 0 else ""))
+    headline = (t("✖ **{count} rows cannot be used** and will be left out.", count=report.invalid)
+                if report.invalid > 1 else t("✖ **1 row cannot be used** and will be left out."))
+    return (headline + t(" Fix them in your file and upload it again, or save without them.")
+            + (t(" The first {shown} are listed here ({more} more not shown).", shown=PROBLEMS_SHOWN, more=more)
+               if more > 0 else ""))
 
 
-def example_view(tokenizer, report: DatasetReport | None, number) -> tuple[list[tuple[str, str | None]], str]:
+def example_view(tokenizer, report: DatasetReport | None, number,
+                 t: Translator = english) -> tuple[list[tuple[str, str | None]], str]:
     """The chosen example (counted from 1 among the usable ones) as the model sees it, trained parts
     labelled, and a caption that says which row of the file it is."""
     if report is None or not report.records:
-        return [], "No usable example to show."
+        return [], t("No usable example to show.")
     if tokenizer is None:
-        return [], "Pick a model that loads to see the examples as the model will see them."
+        return [], t("Pick a model that loads to see the examples as the model will see them.")
     index = min(max(int(number or 1), 1), report.valid) - 1
     try:
         segments = render_segments(tokenizer, report.records[index])
     except DatasetError as e:
-        return [], f"❌ This example cannot be shown: {e}."
+        return [], t("❌ This example cannot be shown: {error}.", error=e)
     return ([(text, LEARNED if trained else None) for text, trained in segments],
-            f"Example {index + 1} of {report.valid} — row {report.row_numbers[index]} of your file")
+            t("Example {number} of {count} — row {row} of your file", number=index + 1, count=report.valid,
+              row=report.row_numbers[index]))
 
 
 def save(workspace: Workspace, path: str | Path | None, report: DatasetReport | None, name: str,
-         overwrite: bool, owner: str) -> str:
+         overwrite: bool, owner: str, t: Translator = english) -> str:
     """Save the checked dataset into the workspace and say where it went, or what to do instead."""
     if report is None or not path:
-        return "❌ Upload a file and check that its examples look right before saving."
+        return t("❌ Upload a file and check that its examples look right before saving.")
     if not (name or "").strip():
-        return "❌ Type a name for the dataset first."
+        return t("❌ Type a name for the dataset first.")
     try:
-        folder = save_dataset(workspace, name, path, report, overwrite=bool(overwrite))
+        folder = save_dataset(workspace, name, path, report, overwrite=bool(overwrite), owner=owner)
     except DatasetError as e:
         return f"❌ {e}"
-    _record_owner(folder, owner)
     where = folder.relative_to(workspace.root.parent)  # "workspace/datasets/<name>": short, and says which
-    return (f"✔ Saved **{folder.name}** ({report.valid} examples) in `{where}`. "
-            "You can now pick it in the **2 · Train** tab.")
+    return t("✔ Saved **{name}** ({count} examples) in `{where}`. You can now pick it in the **2 · Train** tab.",
+             name=folder.name, count=report.valid, where=where)
 
 
-def _record_owner(folder: Path, owner: str) -> None:
-    # save_dataset has no owner argument yet; the report is the dataset's record, so it goes there.
-    report = read_json(folder / "report.json", {}) or {}
-    write_json(folder / "report.json", {**report, "owner": owner})
+def datasets_table(workspace: Workspace, t: Translator = english) -> pd.DataFrame:
+    """Every saved dataset and who saved it (datasets saved before owners were recorded show none)."""
+    rows = [{"dataset": d["name"], "owner": d["owner"], "examples": d["valid"], "shape": d["format"]}
+            for d in list_datasets(workspace)]
+    return pd.DataFrame(rows, columns=[N_("dataset"), N_("owner"), N_("examples"), N_("shape")]).rename(columns=t)
 
 
 def suggest_name(path: str | Path) -> str:
@@ -266,22 +279,27 @@ def suggest_name(path: str | Path) -> str:
 
 # ---- wiring -------------------------------------------------------------------------------------
 
-def build(studio: Studio):
+def build(studio: Studio, labels: Labels):
     tokenizers = Tokenizers(studio.workspace)
+    add = labels.add
 
-    gr.Markdown("Upload the examples you want the model to learn from. LoRA Studio works out what is in the "
-                "file, shows every example exactly as the model will see it, and lists the rows it cannot use.")
+    add(gr.Markdown("Upload the examples you want the model to learn from. LoRA Studio works out what is in the "
+                    "file, shows every example exactly as the model will see it, and lists the rows it cannot "
+                    "use."))
+    with add(gr.Accordion("Saved datasets", open=False)):
+        datasets = gr.Dataframe(datasets_table(studio.workspace), show_label=False, interactive=False, wrap=True,
+                                max_height=260, elem_id="dataset-list")
     with gr.Row():
-        upload = gr.File(label="Your examples: a CSV, TSV, JSON, JSONL, Parquet or TXT file", type="filepath",
-                         height=140, scale=3, elem_id="dataset-file")
+        upload = add(gr.File(label="Your examples: a CSV, TSV, JSON, JSONL, Parquet or TXT file", type="filepath",
+                             height=140, scale=3, elem_id="dataset-file"))
         with gr.Column(scale=2):
-            model = gr.Dropdown(model_choices(studio), value=EMBEDDED_LABEL, allow_custom_value=True,
-                                label="Preview with the chat format of this model",
-                                info="The embedded model, a model folder on this machine, or a hub id (org/name)",
-                                elem_id="dataset-model")
-            max_length = gr.Number(1024, precision=0, label="Max length (tokens)",
-                                   info="Longer examples are cut at the end when training",
-                                   elem_id="dataset-max-length")
+            model = add(gr.Dropdown(model_choices(studio), value=EMBEDDED_LABEL, allow_custom_value=True,
+                                    label="Preview with the chat format of this model",
+                                    info="The embedded model, a model folder on this machine, or a hub id (org/name)",
+                                    elem_id="dataset-model"))
+            max_length = add(gr.Number(1024, precision=0, label="Max length (tokens)",
+                                       info="Longer examples are cut at the end when training",
+                                       elem_id="dataset-max-length"))
     notice = gr.Markdown(elem_id="dataset-notice")
 
     report_state = gr.State(None)  # the latest DatasetReport of this visitor's upload
@@ -289,112 +307,117 @@ def build(studio: Studio):
     editor = gr.State(None)  # {"columns": [...], "mapping": {...}} for the mapping boxes
 
     with gr.Column(visible=False) as results:
-        gr.Markdown("### What is in your file")
+        add(gr.Markdown("### What is in your file"))
         with gr.Row(equal_height=True):
             shape = gr.Markdown(elem_id="dataset-shape")
-            shape_pick = gr.Dropdown(SHAPE_CHOICES, value=AUTO, label="Shape (change it if the guess is wrong)",
-                                     elem_id="dataset-format")
-        with gr.Accordion("Which column is which (change a box if the guess is wrong)", open=True):
-            @gr.render(inputs=editor)
-            def mapping_boxes(state):
+            shape_pick = add(gr.Dropdown(SHAPE_CHOICES, value=AUTO, label="Shape (change it if the guess is wrong)",
+                                         elem_id="dataset-format"), choices=True)
+        with add(gr.Accordion("Which column is which (change a box if the guess is wrong)", open=True)):
+            @gr.render(inputs=[editor, labels.language])  # built again in a new language
+            def mapping_boxes(state, lang):
                 if not state or not state["columns"]:
                     return
+                t = Translator(lang)
                 with gr.Row(elem_id="dataset-mapping"):
                     for column, field in column_mapping(state["columns"], state["mapping"]):
-                        box = gr.Dropdown(FIELD_CHOICES, value=field, label=f"Column “{column}”", min_width=200,
+                        box = gr.Dropdown([(t(words), f) for words, f in FIELD_CHOICES], value=field,
+                                          label=t("Column “{column}”", column=column), min_width=200,
                                           interactive=True, elem_classes=["dataset-column"])
                         box.input(remap(column), [box] + settings, shown + [overrides])
         summary = gr.Markdown(elem_id="dataset-summary")
         with gr.Row():
-            histogram = gr.BarPlot(x="tokens", y="examples", title="How long the examples are (tokens)",
-                                   x_title="tokens", y_title="examples", height=260, scale=2,
-                                   elem_id="dataset-histogram")
+            histogram = add(gr.BarPlot(x="tokens", y="examples", title="How long the examples are (tokens)",
+                                       x_title="tokens", y_title="examples", height=260, scale=2,
+                                       elem_id="dataset-histogram"))
             with gr.Column(scale=3):
                 problems_note = gr.Markdown(elem_id="dataset-problems-note")
-                problems = gr.Dataframe(headers=["row", "problem"], label="Rows that cannot be used",
-                                        interactive=False, wrap=True, max_height=260, column_widths=["12%", "88%"],
-                                        elem_id="dataset-problems")
-        preview = gr.Dataframe(label=f"The first {PREVIEW_ROWS} examples (shortened)", interactive=False, wrap=True,
-                               max_height=360, elem_id="dataset-preview")
-        gr.Markdown("### Each example as the model will see it")
+                problems = add(gr.Dataframe(headers=["row", "problem"], label="Rows that cannot be used",
+                                            interactive=False, wrap=True, max_height=260,
+                                            column_widths=["12%", "88%"], elem_id="dataset-problems"))
+        preview = add(gr.Dataframe(label="The first examples (shortened)", interactive=False, wrap=True,
+                                   max_height=360, elem_id="dataset-preview"))
+        add(gr.Markdown("### Each example as the model will see it"))
         with gr.Row():
-            example = gr.Slider(1, 2, value=1, step=1, label="Example", scale=1, elem_id="dataset-example")
+            example = add(gr.Slider(1, 2, value=1, step=1, label="Example", scale=1, elem_id="dataset-example"))
             caption = gr.Markdown(elem_id="dataset-example-caption")
-        gr.Markdown(LEGEND)
+        add(gr.Markdown(LEGEND))
         rendering = gr.HighlightedText(color_map={LEARNED: "#bbf7d0"}, show_legend=False, show_inline_category=False,
                                        show_label=False, combine_adjacent=True, elem_id="dataset-rendering")
-        gr.Markdown("### Save it for training")
+        add(gr.Markdown("### Save it for training"))
         with gr.Row(equal_height=True):
-            name = gr.Textbox(label="Dataset name", scale=3, elem_id="dataset-name")
-            overwrite = gr.Checkbox(label="Replace a saved dataset with the same name", scale=1,
-                                    elem_id="dataset-overwrite")
-            save_button = gr.Button("Save dataset", variant="primary", scale=1, elem_id="dataset-save")
+            name = add(gr.Textbox(label="Dataset name", scale=3, elem_id="dataset-name"))
+            overwrite = add(gr.Checkbox(label="Replace a saved dataset with the same name", scale=1,
+                                        elem_id="dataset-overwrite"))
+            save_button = add(gr.Button("Save dataset", variant="primary", scale=1, elem_id="dataset-save"))
         saved = gr.Markdown(elem_id="dataset-saved")
 
     shown = [notice, results, report_state, editor, shape, summary, histogram, problems_note, problems,
              example, caption, rendering, preview]
 
-    def inspect(path, model_choice, max_len, fmt, mapped) -> list:
+    def inspect(path, model_choice, max_len, fmt, mapped, t: Translator) -> list:
         """Check the upload and fill in every view; values in the order of `shown`."""
-        checked = check(tokenizers, path, model_choice, max_len, studio.max_upload_mb, fmt, mapped)
+        checked = check(tokenizers, path, model_choice, max_len, studio.max_upload_mb, fmt, mapped, t)
         report, editor_state = checked.report, {"columns": checked.columns, "mapping": checked.mapping}
         if report is None:
             return [checked.notice, gr.update(visible=bool(checked.columns)), None, editor_state,
-                    "**Detected shape:** not recognised yet", "", length_histogram(None), "", problems_table(None),
-                    gr.update(visible=False), "", [], preview_table(None)]
-        segments, example_caption = example_view(checked.tokenizer, report, 1)
-        return [checked.notice, gr.update(visible=True), report, editor_state, shape_text(report),
-                summary_text(report), length_histogram(report), problems_text(report), problems_table(report),
-                gr.update(maximum=max(report.valid, 2), value=1, visible=report.valid > 1), example_caption,
-                segments, preview_table(report)]
+                    t("**Detected shape:** not recognised yet"), "", length_histogram(None), "",
+                    problems_table(None, t), gr.update(visible=False), "", [], preview_table(None, t=t)]
+        segments, example_caption = example_view(checked.tokenizer, report, 1, t)
+        return [checked.notice, gr.update(visible=True), report, editor_state, shape_text(report, t),
+                summary_text(report, t), length_histogram(report), problems_text(report, t),
+                problems_table(report, t), gr.update(maximum=max(report.valid, 2), value=1, visible=report.valid > 1),
+                example_caption, segments, preview_table(report, t=t)]
 
-    def on_upload(path, model_choice, max_len):
+    def on_upload(path, model_choice, max_len, request: gr.Request):
         # A new file starts from the automatic guess: forget the shape and columns picked for the last one.
         name_value = suggest_name(path) if path else ""
-        return inspect(path, model_choice, max_len, AUTO, {}) + [AUTO, {}, name_value, ""]
+        return inspect(path, model_choice, max_len, AUTO, {}, translator(request)) + [AUTO, {}, name_value, ""]
 
     upload.upload(on_upload, [upload, model, max_length], shown + [shape_pick, overrides, name, saved])
     upload.clear(lambda: (gr.update(visible=False), None, None, ""), None, [results, report_state, editor, notice])
 
-    def on_settings(path, model_choice, max_len, fmt, mapped):
-        return inspect(path, model_choice, max_len, fmt, mapped) if path else [gr.skip()] * len(shown)
+    def on_settings(path, model_choice, max_len, fmt, mapped, request: gr.Request):
+        return inspect(path, model_choice, max_len, fmt, mapped, translator(request)) if path else \
+            [gr.skip()] * len(shown)
 
-    def on_max_length(path, model_choice, max_len, fmt, mapped, report):
+    def on_max_length(path, model_choice, max_len, fmt, mapped, report, request: gr.Request):
         try:
-            value = as_max_length(max_len)
+            value = as_max_length(max_len, translator(request))
         except DatasetError as e:  # say so, and keep showing the file as it was checked
             return [f"❌ {e}"] + [gr.skip()] * (len(shown) - 1)
         if report is not None and report.max_length == value:
             return [gr.skip()] * len(shown)  # the box lost focus without a change: nothing to redo
-        return on_settings(path, model_choice, value, fmt, mapped)
+        return on_settings(path, model_choice, value, fmt, mapped, request)
 
     settings = [upload, model, max_length, shape_pick, overrides]
     gr.on([model.input, shape_pick.input], on_settings, settings, shown)
     gr.on([max_length.submit, max_length.blur], on_max_length, settings + [report_state], shown)
 
     def remap(column: str):
-        def handler(field, path, model_choice, max_len, fmt, mapped):
+        def handler(field, path, model_choice, max_len, fmt, mapped, request: gr.Request):
             mapped = {**(mapped or {}), column: field}
-            return inspect(path, model_choice, max_len, fmt, mapped) + [mapped]
+            return inspect(path, model_choice, max_len, fmt, mapped, translator(request)) + [mapped]
         return handler
 
-    def on_example(number, model_choice, report):
+    def on_example(number, model_choice, report, request: gr.Request):
+        t = translator(request)
         try:
-            tokenizer = tokenizers.get(model_choice)
+            tokenizer = tokenizers.get(model_choice, t)
         except (ModelNotFound, DatasetError):
             tokenizer = None  # the notice already says why the model is missing
-        segments, example_caption = example_view(tokenizer, report, number)
-        return segments, example_caption
+        return example_view(tokenizer, report, number, t)
 
     example.input(on_example, [example, model, report_state], [rendering, caption], trigger_mode="always_last")
 
     def on_save(path, report, dataset_name, replace, request: gr.Request):
-        return save(studio.workspace, path, report, dataset_name, replace, studio.user(request))
+        t = translator(request)
+        message = save(studio.workspace, path, report, dataset_name, replace, studio.user(request), t)
+        return message, datasets_table(studio.workspace, t)
 
-    save_button.click(on_save, [upload, report_state, name, overwrite], saved)
+    save_button.click(on_save, [upload, report_state, name, overwrite], [saved, datasets])
 
-    def on_focus():
-        """New models appear in the picker when the tab is opened: other tabs and other people add them."""
-        return gr.update(choices=model_choices(studio))
+    def on_focus(request: gr.Request):
+        """New models and datasets appear when the tab is opened: other tabs and other people add them."""
+        return gr.update(choices=model_choices(studio)), datasets_table(studio.workspace, translator(request))
 
-    return on_focus, [model]
+    return on_focus, [model, datasets]

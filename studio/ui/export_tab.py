@@ -6,6 +6,7 @@ import gradio as gr
 from ..export import ExportError, export_adapter, merge_run
 from ..runs import find_run, list_runs
 from .context import Studio
+from .i18n import Labels, Translator, english, translator
 
 
 def finished_runs(studio: Studio) -> list[str]:
@@ -13,48 +14,55 @@ def finished_runs(studio: Studio) -> list[str]:
     return [r.id for r in list_runs(studio.workspace) if r.has_adapter() and r.state in ("completed", "stopped")]
 
 
-def merge(studio: Studio, run_id: str, progress=None) -> tuple[str, str | None]:
+def merge(studio: Studio, run_id: str, progress=None, t: Translator = english) -> tuple[str, str | None]:
     """(a message for the page, the zip to download or None)."""
     if not run_id:
-        return "❌ Choose a finished run first (train one in the Train tab).", None
+        return t("❌ Choose a finished run first (train one in the Train tab)."), None
     try:
         result = merge_run(find_run(studio.workspace, run_id), workspace=studio.workspace, progress=progress)
     except (ExportError, ValueError, OSError) as e:
         return f"❌ {e}", None
     check = result.check
-    headline = "✔ The merged model matches base + adapter." if check.ok else \
-        "✖ The merged model does not match base + adapter closely enough — download the adapter alone instead."
-    return (f"{headline}\n\n{check.verdict}\n\nSaved in `{result.merged_dir}` "
-            f"({result.size_bytes / 2**30:.2f} GB). The zip holds the model, its tokenizer and a model card "
-            "(README.md) that says how to load it."), str(result.zip_path) if result.zip_path else None
+    headline = t("✔ The merged model matches base + adapter.") if check.ok else \
+        t("✖ The merged model does not match base + adapter closely enough — download the adapter alone instead.")
+    return (f"{headline}\n\n{check.verdict}\n\n"
+            + t("Saved in `{folder}` ({size:.2f} GB). The zip holds the model, its tokenizer and a model card "
+                "(README.md) that says how to load it.", folder=result.merged_dir, size=result.size_bytes / 2**30)), \
+        str(result.zip_path) if result.zip_path else None
 
 
-def adapter_zip(studio: Studio, run_id: str) -> tuple[str, str | None]:
+def adapter_zip(studio: Studio, run_id: str, t: Translator = english) -> tuple[str, str | None]:
     if not run_id:
-        return "❌ Choose a finished run first.", None
+        return t("❌ Choose a finished run first."), None
     try:
         path = export_adapter(find_run(studio.workspace, run_id), studio.workspace)
     except (ExportError, ValueError, OSError) as e:
         return f"❌ {e}", None
-    return f"✔ The adapter alone ({path.stat().st_size / 2**20:.1f} MB); load it on top of the base model with peft.", \
-        str(path)
+    return t("✔ The adapter alone ({size:.1f} MB); load it on top of the base model with peft.",
+             size=path.stat().st_size / 2**20), str(path)
 
 
-def build(studio: Studio):
-    gr.Markdown("Merge the adapter into the base model to get one standalone model that runs anywhere "
-                "with plain transformers — or take the small adapter alone.")
+def build(studio: Studio, labels: Labels):
+    add = labels.add
+    add(gr.Markdown("Merge the adapter into the base model to get one standalone model that runs anywhere "
+                    "with plain transformers — or take the small adapter alone."))
     with gr.Row():
-        run_pick = gr.Dropdown(finished_runs(studio), label="Finished run", scale=3, elem_id="export-run")
-        merge_button = gr.Button("Merge and check", variant="primary", scale=1, elem_id="export-merge")
-        adapter_button = gr.Button("Adapter only", scale=1, elem_id="export-adapter")
+        run_pick = add(gr.Dropdown(finished_runs(studio), label="Finished run", scale=3, elem_id="export-run"))
+        merge_button = add(gr.Button("Merge and check", variant="primary", scale=1, elem_id="export-merge"))
+        adapter_button = add(gr.Button("Adapter only", scale=1, elem_id="export-adapter"))
     result = gr.Markdown(elem_id="export-result")
-    download = gr.File(label="Download", interactive=False, elem_id="export-download")
+    download = add(gr.File(label="Download", interactive=False, elem_id="export-download"))
 
-    def on_merge(run_id, progress=gr.Progress()):
-        return merge(studio, run_id, progress=lambda fraction, message: progress(fraction, desc=message))
+    def on_merge(run_id, request: gr.Request, progress=gr.Progress()):
+        return merge(studio, run_id, progress=lambda fraction, message: progress(fraction, desc=message),
+                     t=translator(request))
 
     merge_button.click(on_merge, run_pick, [result, download])
-    adapter_button.click(lambda run_id: adapter_zip(studio, run_id), run_pick, [result, download])
+
+    def on_adapter(run_id, request: gr.Request):
+        return adapter_zip(studio, run_id, translator(request))
+
+    adapter_button.click(on_adapter, run_pick, [result, download])
 
     def on_focus():
         return gr.update(choices=finished_runs(studio))

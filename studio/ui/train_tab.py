@@ -12,20 +12,25 @@ from ..runs import Run, find_run, list_runs
 from ..training.advisor import advise
 from ..training.memory import estimate_for
 from .context import Studio
+from .i18n import N_, Labels, Translator, english, translator
 
 # The settings a person may change in "Advanced", in the order shown: (field, label)
 ADVANCED = [
-    ("quantization", "Model precision (4bit saves the most memory)"), ("lora_r", "Adapter size (rank r)"),
-    ("lora_alpha", "Adapter strength (alpha)"), ("lora_dropout", "Dropout"),
-    ("target_modules", "Layers to adapt (comma-separated, or all-linear)"), ("learning_rate", "Learning rate"),
-    ("epochs", "Passes over the data (epochs)"), ("max_steps", "Stop after this many steps (-1: no limit)"),
-    ("batch_size", "Examples per step (batch size)"), ("grad_accum", "Steps added up per update (gradient accumulation)"),
-    ("max_length", "Longest example in tokens (max length)"), ("packing", "Pack short examples together"),
-    ("gradient_checkpointing", "Save memory by recomputing (gradient checkpointing)"),
-    ("optimizer", "Optimizer"), ("val_fraction", "Share held out for validation"),
-    ("early_stopping_patience", "Stop early after this many worse evaluations (0: never)"), ("seed", "Random seed"),
+    ("quantization", N_("Model precision (4bit saves the most memory)")), ("lora_r", N_("Adapter size (rank r)")),
+    ("lora_alpha", N_("Adapter strength (alpha)")), ("lora_dropout", N_("Dropout")),
+    ("target_modules", N_("Layers to adapt (comma-separated, or all-linear)")), ("learning_rate", N_("Learning rate")),
+    ("epochs", N_("Passes over the data (epochs)")), ("max_steps", N_("Stop after this many steps (-1: no limit)")),
+    ("batch_size", N_("Examples per step (batch size)")),
+    ("grad_accum", N_("Steps added up per update (gradient accumulation)")),
+    ("max_length", N_("Longest example in tokens (max length)")), ("packing", N_("Pack short examples together")),
+    ("gradient_checkpointing", N_("Save memory by recomputing (gradient checkpointing)")),
+    ("optimizer", N_("Optimizer")), ("val_fraction", N_("Share held out for validation")),
+    ("early_stopping_patience", N_("Stop early after this many worse evaluations (0: never)")),
+    ("seed", N_("Random seed")),
 ]
-STATE_ICONS = {"queued": "…", "running": "▶", "completed": "✔", "failed": "✖", "stopped": "■", "interrupted": "⚠"}
+# A run's state, shown as an icon and as a word in the visitor's language.
+STATE_ICONS = {N_("queued"): "…", N_("running"): "▶", N_("completed"): "✔", N_("failed"): "✖",
+               N_("stopped"): "■", N_("interrupted"): "⚠"}
 
 
 def model_choices(studio: Studio) -> list[str]:
@@ -67,6 +72,14 @@ def settings_from(preset_name: str, studio: Studio) -> list:
     return values
 
 
+def preset_choices(presets: dict, t: Translator = english) -> list[tuple[str, str]]:
+    return [(t(p.title), p.name) for p in presets.values()]
+
+
+def preset_description(presets: dict, name: str, t: Translator = english) -> str:
+    return t(presets[name].description.strip()) if name in presets else ""
+
+
 def build_config(dataset, model, preset, values) -> TrainConfig:
     settings = dict(zip([f for f, _ in ADVANCED], values))
     model = model or EMBEDDED_LABEL
@@ -74,34 +87,36 @@ def build_config(dataset, model, preset, values) -> TrainConfig:
                                   "model": "embedded" if model == EMBEDDED_LABEL else model})
 
 
-def fit_text(studio: Studio, model_choice, values) -> str:
+def fit_text(studio: Studio, model_choice, values, t: Translator = english) -> str:
     """The 'will it fit?' line for the chosen model and settings."""
     try:
         config = build_config("-", model_choice, "custom", values)
         path = resolve_model(config.model, studio.workspace, progress=lambda _m: None)
-        return "**Will it fit?** " + estimate_for(path, config).summary()
+        return t("**Will it fit?** {estimate}", estimate=estimate_for(path, config).summary())
     except (ConfigError, ModelNotFound, OSError, ValueError) as e:
-        return f"**Will it fit?** Cannot tell yet: {e}"
+        return t("**Will it fit?** Cannot tell yet: {error}", error=e)
 
 
-def progress_html(run: Run) -> str:
+def progress_html(run: Run, t: Translator = english) -> str:
     status = run.status()
     metrics = [m for m in run.metrics() if "step" in m]
     last = metrics[-1] if metrics else {}
     total, step = last.get("max_steps") or 0, last.get("step", 0)
     share = step / total if total else 0.0
     eta = last.get("eta")
-    eta_text = f" · about {eta / 60:.1f} min left" if eta and status.get("state") == "running" else ""
-    state = status.get("state", "unknown")
-    return (f"<div><b>{STATE_ICONS.get(state, '')} {run.id}</b> — {state}{eta_text}<br>"
-            f"<progress max='1' value='{share:.3f}' style='width:100%'></progress> step {step} of {total or '?'}"
-            f"<br><i>{status.get('message', '')}</i></div>")
+    running = eta and status.get("state") == "running"
+    eta_text = t(" · about {minutes:.1f} min left", minutes=eta / 60) if running else ""
+    state = status.get("state", N_("unknown"))
+    return (f"<div><b>{STATE_ICONS.get(state, '')} {run.id}</b> — {t(state)}{eta_text}<br>"
+            f"<progress max='1' value='{share:.3f}' style='width:100%'></progress> "
+            + t("step {step} of {total}", step=step, total=total or "?")
+            + f"<br><i>{status.get('message', '')}</i></div>")
 
 
-def charts(run: Run) -> tuple[pd.DataFrame, pd.DataFrame, pd.DataFrame]:
+def charts(run: Run, t: Translator = english) -> tuple[pd.DataFrame, pd.DataFrame, pd.DataFrame]:
     metrics = [m for m in run.metrics() if "step" in m and "event" not in m]
-    loss_rows = [{"step": m["step"], "loss": m[k], "series": name} for m in metrics
-                 for k, name in (("loss", "train"), ("eval_loss", "validation")) if k in m]
+    loss_rows = [{"step": m["step"], "loss": m[k], "series": t(name)} for m in metrics
+                 for k, name in (("loss", N_("train")), ("eval_loss", N_("validation"))) if k in m]
     lr_rows = [{"step": m["step"], "learning_rate": m["learning_rate"]} for m in metrics if "learning_rate" in m]
     samples = [s for s in run.gpu_samples() if "used_gb" in s]
     t0 = samples[0]["time"] if samples else 0
@@ -125,65 +140,78 @@ def compare_losses(studio: Studio, run_ids: list[str]) -> pd.DataFrame:
     return _frame(rows, step=int, loss=float, run=str)
 
 
-def queue_table(studio: Studio) -> pd.DataFrame:
-    rows = [{"#": i + 1, "run": r.id, "who": r.status().get("owner", ""), "state": r.state,
-             "queued": time.strftime("%H:%M:%S", time.localtime(r.status().get("queued_at", 0)))}
+def queue_table(studio: Studio, t: Translator = english) -> pd.DataFrame:
+    rows = [{"#": i + 1, "run": r.id, "who": r.status().get("owner", ""), "state": t(r.state),
+             "queued at": time.strftime("%H:%M:%S", time.localtime(r.status().get("queued_at", 0)))}
             for i, r in enumerate(studio.queue.queue())]
-    return pd.DataFrame(rows, columns=["#", "run", "who", "state", "queued"])
+    return pd.DataFrame(rows, columns=["#", N_("run"), N_("who"), N_("state"), N_("queued at")]).rename(columns=t)
 
 
-def build(studio: Studio) -> None:
+def build(studio: Studio, labels: Labels):
     presets = load_presets(studio.workspace.root / "presets")
+    add = labels.add
     with gr.Row():
-        dataset = gr.Dropdown(dataset_choices(studio), label="Dataset (save one in the Dataset tab first)",
-                              allow_custom_value=True, elem_id="train-dataset")
-        model = gr.Dropdown(model_choices(studio), value=EMBEDDED_LABEL, allow_custom_value=True,
-                            label="Base model: the embedded one, a folder on this machine, or a hub id (org/name)")
-        preset = gr.Dropdown([(p.title, p.name) for p in presets.values()], value="chatbot", label="Preset")
-    preset_text = gr.Markdown(presets["chatbot"].description)
+        dataset = add(gr.Dropdown(dataset_choices(studio), label="Dataset (save one in the Dataset tab first)",
+                                  allow_custom_value=True, elem_id="train-dataset"))
+        model = add(gr.Dropdown(model_choices(studio), value=EMBEDDED_LABEL, allow_custom_value=True,
+                                label="Base model: the embedded one, a folder on this machine, or a hub id (org/name)"))
+        preset = add(gr.Dropdown(preset_choices(presets), value="chatbot", label="Preset"))
+    preset_text = gr.Markdown(preset_description(presets, "chatbot"))
     with gr.Row():
         suggestion = gr.Markdown()
-        apply_suggestion = gr.Button("Apply suggestion", size="sm", visible=False)
-    with gr.Accordion("Advanced settings", open=False):
+        apply_suggestion = add(gr.Button("Apply suggestion", size="sm", visible=False))
+    with add(gr.Accordion("Advanced settings", open=False)):
         advanced = []
         defaults = settings_from("chatbot", studio)
         for (field, _), value in zip(ADVANCED, defaults):
-            advanced.append(_component_for(field, value))
+            advanced.append(add(_component_for(field, value)))
         with gr.Row():
-            my_preset_name = gr.Textbox(label="Save these settings as my preset, named", scale=3)
-            save_preset = gr.Button("Save preset", scale=1)
+            my_preset_name = add(gr.Textbox(label="Save these settings as my preset, named", scale=3))
+            save_preset = add(gr.Button("Save preset", scale=1))
     fit = gr.Markdown(fit_text(studio, EMBEDDED_LABEL, defaults), elem_id="fit-estimate")
     with gr.Row():
-        run_name = gr.Textbox(label="Name this run (optional)", scale=3)
-        start = gr.Button("Start training", variant="primary", scale=1, elem_id="start-training")
+        run_name = add(gr.Textbox(label="Name this run (optional)", scale=3))
+        start = add(gr.Button("Start training", variant="primary", scale=1, elem_id="start-training"))
     notice = gr.Markdown(elem_id="train-notice")
 
-    gr.Markdown("### Runs")
+    add(gr.Markdown("### Runs"))
     with gr.Row():
-        run_pick = gr.Dropdown(run_choices(studio), label="Watch run", scale=3, elem_id="run-pick")
-        stop = gr.Button("Stop", scale=1)
-        resume = gr.Button("Resume", scale=1)
+        run_pick = add(gr.Dropdown(run_choices(studio), label="Watch run", scale=3, elem_id="run-pick"))
+        stop = add(gr.Button("Stop", scale=1))
+        resume = add(gr.Button("Resume", scale=1))
     progress = gr.HTML(elem_id="run-progress")
     with gr.Row():
-        loss_plot = gr.LinePlot(x="step", y="loss", color="series", title="Loss", height=250, elem_id="loss-plot")
-        lr_plot = gr.LinePlot(x="step", y="learning_rate", title="Learning rate", height=250)
-        mem_plot = gr.LinePlot(x="seconds", y="GB", color="device", title="Memory (GPU, or process on CPU)",
-                               height=250)
+        loss_plot = add(gr.LinePlot(x="step", y="loss", color="series", title="Loss", x_title="step", y_title="loss",
+                                    height=250, elem_id="loss-plot"))
+        lr_plot = add(gr.LinePlot(x="step", y="learning_rate", title="Learning rate", x_title="step",
+                                  y_title="learning rate", height=250))
+        mem_plot = add(gr.LinePlot(x="seconds", y="GB", color="device", title="Memory (GPU, or process on CPU)",
+                                   x_title="seconds", height=250))
     advice = gr.Markdown(elem_id="run-advice")
-    log = gr.Textbox(label="Log (last lines)", lines=8, max_lines=8, autoscroll=True)
-    with gr.Accordion("Compare runs and the queue", open=False):
-        compare_pick = gr.Dropdown(run_choices(studio), multiselect=True, label="Runs to overlay")
-        compare_plot = gr.LinePlot(x="step", y="loss", color="run", title="Training loss", height=250)
-        queue_view = gr.Dataframe(queue_table(studio), label="Queue (running first, then in order)",
-                                  interactive=False)
+    log = add(gr.Textbox(label="Log (last lines)", lines=8, max_lines=8, autoscroll=True))
+    with add(gr.Accordion("Compare runs and the queue", open=False)):
+        compare_pick = add(gr.Dropdown(run_choices(studio), multiselect=True, label="Runs to overlay"))
+        compare_plot = add(gr.LinePlot(x="step", y="loss", color="run", title="Training loss", x_title="step",
+                                       y_title="loss", height=250))
+        queue_view = add(gr.Dataframe(queue_table(studio), label="Queue (running first, then in order)",
+                                      interactive=False))
     timer = gr.Timer(2.0)
 
     # ---- behaviour ----
-    def on_preset(name):
-        return [presets[name].description] + settings_from(name, studio) if name in presets else \
-            [gr.update()] * (1 + len(advanced))
+    def on_preset(name, request: gr.Request):
+        return [preset_description(presets, name, translator(request))] + settings_from(name, studio) \
+            if name in presets else [gr.update()] * (1 + len(advanced))
 
     preset.change(on_preset, preset, [preset_text] + advanced)
+
+    def on_language(lang, name, model_choice, *values):
+        """The parts of this tab whose words are not fixed, in the page's new language."""
+        t = Translator(lang)
+        return (gr.update(choices=preset_choices(presets, t)), preset_description(presets, name, t),
+                fit_text(studio, model_choice, values, t))
+
+    labels.language.change(on_language, [labels.language, preset, model] + advanced, [preset, preset_text, fit],
+                           show_progress="hidden")
 
     def suggestion_for(name) -> dict | None:
         """Rank, learning rate and epochs suited to the chosen dataset's size; None until it can be read."""
@@ -195,12 +223,14 @@ def build(studio: Studio) -> None:
             return None
         return {**suggest_for_size(len(records)), "rows": len(records)}
 
-    def on_dataset(name):
+    def on_dataset(name, request: gr.Request):
         tip = suggestion_for(name)
         if tip is None:
             return gr.update(value=""), gr.update(visible=False)
-        return (f"💡 {tip['rows']} examples — {tip['why']}: rank {tip['lora_r']}, learning rate "
-                f"{tip['learning_rate']}, {tip['epochs']:g} epochs."), gr.update(visible=True)
+        t = translator(request)
+        return (t("💡 {rows} examples — {why}: rank {rank}, learning rate {lr}, {epochs:g} epochs.",
+                  rows=tip["rows"], why=t(tip["why"]), rank=tip["lora_r"], lr=tip["learning_rate"],
+                  epochs=tip["epochs"]), gr.update(visible=True))
 
     dataset.change(on_dataset, dataset, [suggestion, apply_suggestion])
 
@@ -210,37 +240,40 @@ def build(studio: Studio) -> None:
 
     apply_suggestion.click(on_apply, [dataset] + advanced, advanced)
 
-    def on_fit(model_choice, *values):
-        return fit_text(studio, model_choice, values)
+    def on_fit(request: gr.Request, model_choice, *values):
+        return fit_text(studio, model_choice, values, translator(request))
 
     for component in [model] + advanced:
         component.change(on_fit, [model] + advanced, fit)
 
-    def on_save_preset(name, *values):
+    def on_save_preset(request: gr.Request, name, *values):
+        t = translator(request)
         if not name.strip():
-            return "Type a name for your preset first.", gr.update()
+            return t("Type a name for your preset first."), gr.update()
         try:
             settings = dict(zip([f for f, _ in ADVANCED], values))
-            save_user_preset(studio.workspace.root / "presets", name, name, "My own settings.", settings)
+            save_user_preset(studio.workspace.root / "presets", name, name, N_("My own settings."), settings)
         except ConfigError as e:
             return f"❌ {e}", gr.update()
         presets.update(load_presets(studio.workspace.root / "presets"))
-        return f"Saved preset '{name}'.", gr.update(choices=[(p.title, p.name) for p in presets.values()])
+        return t("Saved preset '{name}'.", name=name), gr.update(choices=preset_choices(presets, t))
 
     save_preset.click(on_save_preset, [my_preset_name] + advanced, [notice, preset])
 
     def on_start(form: dict, request: gr.Request):
         """form: every input component's value, by component (Gradio passes a set of inputs as a dict)."""
+        t = translator(request)
         if not form[dataset]:
-            return "❌ Choose a dataset first (save one in the Dataset tab).", gr.update()
+            return t("❌ Choose a dataset first (save one in the Dataset tab)."), gr.update()
         try:
             config = build_config(form[dataset], form[model], form[preset], [form[c] for c in advanced])
         except ConfigError as e:
             return f"❌ {e}", gr.update()
         run = studio.queue.submit(config, owner=studio.user(request), name=form[run_name])
         waiting = len(studio.queue.queue()) - 1
-        where = "starts now" if waiting <= 0 else f"is number {waiting + 1} in the queue"
-        return f"Run **{run.id}** {where}.", gr.update(choices=run_choices(studio), value=run.id)
+        message = t("Run **{run}** starts now.", run=run.id) if waiting <= 0 else \
+            t("Run **{run}** is number {place} in the queue.", run=run.id, place=waiting + 1)
+        return message, gr.update(choices=run_choices(studio), value=run.id)
 
     start.click(on_start, {dataset, model, preset, run_name, *advanced}, [notice, run_pick])
 
@@ -252,15 +285,16 @@ def build(studio: Studio) -> None:
         active = [r for r in runs if r.state in ("running", "queued")]
         return (active or runs or [None])[0]
 
-    def refresh(run_id, compare_ids):
+    def refresh(run_id, compare_ids, request: gr.Request):
+        t = translator(request)
         run = current_run(run_id)
         if run is None:
             empty = charts_empty()
-            return ("No runs yet.", *empty, "", "", queue_table(studio), compare_losses(studio, compare_ids))
-        loss, lr, mem = charts(run)
+            return (t("No runs yet."), *empty, "", "", queue_table(studio, t), compare_losses(studio, compare_ids))
+        loss, lr, mem = charts(run, t)
         tips = advise(run)
-        return (progress_html(run), loss, lr, mem, "\n".join(f"💡 {t}" for t in tips), run.log_tail(),
-                queue_table(studio), compare_losses(studio, compare_ids))
+        return (progress_html(run, t), loss, lr, mem, "\n".join(f"💡 {t(tip)}" for tip in tips), run.log_tail(),
+                queue_table(studio, t), compare_losses(studio, compare_ids))
 
     outputs = [progress, loss_plot, lr_plot, mem_plot, advice, log, queue_view, compare_plot]
     timer.tick(refresh, [run_pick, compare_pick], outputs, show_progress="hidden")
@@ -270,19 +304,21 @@ def build(studio: Studio) -> None:
     def act(action, done: str):
         """A Stop or Resume handler: the queue checks that the person may touch the run."""
         def handler(run_id, request: gr.Request):
+            t = translator(request)
             run = current_run(run_id)
             if run is None:
-                return "No run chosen."
+                return t("No run chosen.")
             try:
                 action(run.id, studio.user(request), studio.is_admin(request))
             except (PermissionError, ValueError, FileNotFoundError) as e:
                 return f"❌ {e}"
-            return done.format(run=run.id)
+            return t(done, run=run.id)
         return handler
 
-    stop.click(act(studio.queue.stop, "Stopping {run}: the adapter trained so far is being saved."), run_pick,
+    stop.click(act(studio.queue.stop, N_("Stopping {run}: the adapter trained so far is being saved.")), run_pick,
                notice)
-    resume.click(act(studio.queue.resume, "{run} is queued to resume from its last checkpoint."), run_pick, notice)
+    resume.click(act(studio.queue.resume, N_("{run} is queued to resume from its last checkpoint.")), run_pick,
+                 notice)
 
     def on_focus():
         """Refresh the pickers whenever the tab is opened: other tabs and other people add to them."""
