@@ -15,7 +15,7 @@ from studio.ui.i18n import CATALOGS, COOKIE, Labels, Translator, language_for, t
 
 UI = Path(__file__).resolve().parent.parent / "studio" / "ui"
 ENGINE_TEXTS = [UI.parent / "training" / "advisor.py", UI.parent / "config.py"]  # translated where the catalog can
-LABEL_PROPS = {"label", "info", "placeholder", "title", "x_title", "y_title"}
+LABEL_PROPS = {"label", "info", "placeholder", "title", "x_title", "y_title", "color_title"}
 WORDS_FIRST = {"Markdown", "Button", "Accordion", "Tab"}  # components whose first argument is their words
 
 

@@ -76,7 +76,7 @@ def translator(request: gr.Request | None) -> Translator:
 
 
 # Props whose text is words for people, whatever the component; a Markdown's or a Button's value is too.
-TEXT_PROPS = ("label", "info", "placeholder", "title", "x_title", "y_title")
+TEXT_PROPS = ("label", "info", "placeholder", "title", "x_title", "y_title", "color_title")
 SHOWN_VALUE = (gr.Markdown, gr.Button)
 
 

@@ -182,17 +182,17 @@ def build(studio: Studio, labels: Labels):
     progress = gr.HTML(elem_id="run-progress")
     with gr.Row():
         loss_plot = add(gr.LinePlot(x="step", y="loss", color="series", title="Loss", x_title="step", y_title="loss",
-                                    height=250, elem_id="loss-plot"))
+                                    color_title="series", height=250, elem_id="loss-plot"))
         lr_plot = add(gr.LinePlot(x="step", y="learning_rate", title="Learning rate", x_title="step",
                                   y_title="learning rate", height=250))
         mem_plot = add(gr.LinePlot(x="seconds", y="GB", color="device", title="Memory (GPU, or process on CPU)",
-                                   x_title="seconds", height=250))
+                                   x_title="seconds", color_title="device", height=250))
     advice = gr.Markdown(elem_id="run-advice")
     log = add(gr.Textbox(label="Log (last lines)", lines=8, max_lines=8, autoscroll=True))
     with add(gr.Accordion("Compare runs and the queue", open=False)):
         compare_pick = add(gr.Dropdown(run_choices(studio), multiselect=True, label="Runs to overlay"))
         compare_plot = add(gr.LinePlot(x="step", y="loss", color="run", title="Training loss", x_title="step",
-                                       y_title="loss", height=250))
+                                       y_title="loss", color_title="run", height=250))
         queue_view = add(gr.Dataframe(queue_table(studio), label="Queue (running first, then in order)",
                                       interactive=False))
     timer = gr.Timer(2.0)
