@@ -1,9 +1,10 @@
 """The job queue: training runs wait their turn, and each runs in a child process of its own.
 
-A worker thread per slot (one per GPU, or one for the CPU) takes the oldest queued run and starts
-`python -m studio train RUN_DIR`, so a crash, an out-of-memory error or a hard stop never takes the app
-down, and the GPU's memory is freed when the job ends. The queue itself lives in the run folders
-(state 'queued' plus the time it was queued), so it survives a restart of the app.
+A dispatcher thread starts the oldest queued run as soon as the GPUs it asks for are free, as
+`python -m studio train RUN_DIR` (under `accelerate launch` over several GPUs) with a thread watching it, so a
+crash, an out-of-memory error or a hard stop never takes the app down, and the GPUs' memory is freed when the
+job ends. The queue itself lives in the run folders (state 'queued' plus the time it was queued), so it
+survives a restart of the app.
 """
 from __future__ import annotations
 
@@ -40,31 +41,48 @@ def pid_alive(pid: int | None) -> bool:
         return True
 
 
-def train_command(workspace: Workspace, run: Run) -> list[str]:
-    """The child's command line: one process on one GPU (or the CPU)."""
-    return [sys.executable, "-m", "studio", "--workspace", str(workspace.root), "train", str(run.path)]
+def free_port() -> int:
+    """A TCP port nobody listens on, for the processes of one multi-GPU run to meet at."""
+    import socket
+
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return sock.getsockname()[1]
+
+
+def train_command(workspace: Workspace, run: Run, gpu_count: int = 1) -> list[str]:
+    """The child's command line: `python -m studio train RUN_DIR`; over several GPUs the same command under
+    `accelerate launch`, one process per GPU (data-parallel, or FSDP when run.yaml asks for it)."""
+    studio = ["-m", "studio", "--workspace", str(workspace.root), "train", str(run.path)]
+    if gpu_count <= 1:
+        return [sys.executable, *studio]
+    return [sys.executable, "-m", "accelerate.commands.launch", "--num_processes", str(gpu_count),
+            "--multi_gpu", "--num_machines", "1", "--dynamo_backend", "no", "--main_process_port", str(free_port()), *studio]
 
 
 class JobQueue:
-    def __init__(self, workspace: Workspace, slots: list[str] | None = None, stop_timeout: float = 60.0,
+    """First come, first served over the devices: a run takes the GPUs its run.yaml names (any one free GPU
+    when it names none, the CPU on a machine without GPUs) and later runs wait until the first can start."""
+
+    def __init__(self, workspace: Workspace, devices: list[str] | None = None, stop_timeout: float = 60.0,
                  poll: float = 0.5):
         self.workspace = workspace
         self.stop_timeout = stop_timeout
         self.poll = poll
-        # A slot is a value for CUDA_VISIBLE_DEVICES, or "" for the CPU.
-        self.slots = slots if slots is not None else ([str(g["index"]) for g in list_gpus()] or [""])
+        # A device is a GPU index as nvidia-smi numbers it, or "" for the CPU; [] starts nothing (tests).
+        self.devices = devices if devices is not None else ([str(g["index"]) for g in list_gpus()] or [""])
         self._wake = threading.Condition()
-        self._claimed: set[str] = set()  # run ids taken by a worker
+        self._busy: dict[str, str] = {}  # device -> the id of the run using it
         self._children: dict[str, subprocess.Popen] = {}
         self._closing = False
         self._recover()
-        self._threads = [threading.Thread(target=self._work, args=(slot,), name=f"job-worker-{slot or 'cpu'}",
-                                          daemon=True) for slot in self.slots]
-        for thread in self._threads:
-            thread.start()
+        self._threads = [threading.Thread(target=self._dispatch, name="job-dispatcher", daemon=True)]
+        if self.devices:
+            self._threads[0].start()
 
     # ---- what the UI and CLI call ----
     def submit(self, config: TrainConfig, owner: str = "local", name: str = "") -> Run:
+        self._check_gpus(config)
         run = create_run(self.workspace, config, owner=owner, name=name)
         self._notify()
         return run
@@ -84,7 +102,7 @@ class JobQueue:
         run = find_run(self.workspace, run_id)
         self._check_owner(run, user, admin)
         with self._wake:
-            if run.state == "queued" and run.id not in self._claimed:
+            if run.state == "queued" and run.id not in self._busy.values():
                 run.set_status(state="stopped", message="Removed from the queue before it started.")
                 return
         run.request_stop()
@@ -115,14 +133,15 @@ class JobQueue:
         raise TimeoutError(f"Run {run_id} still {run.state} after {timeout:.0f} s")
 
     def close(self, kill: bool = True) -> None:
-        """Stop the workers; with kill, end running children too (they show as interrupted next start)."""
+        """Stop dispatching; with kill, end running children too (they show as interrupted next start)."""
         self._closing = True
         self._notify()
         if kill:
             for child in list(self._children.values()):
-                child.kill()
-        for thread in self._threads:
-            thread.join(timeout=10)
+                _kill(child)
+        for thread in list(self._threads):
+            if thread.is_alive():
+                thread.join(timeout=10)
 
     # ---- inside ----
     @staticmethod
@@ -144,35 +163,72 @@ class JobQueue:
                                message="The app stopped while this run was training. Resume continues from its "
                                        "last checkpoint.")
 
-    def _next_run(self) -> Run | None:
-        queued = [r for r in list_runs(self.workspace) if r.state == "queued" and r.id not in self._claimed]
-        return min(queued, key=lambda r: r.status().get("queued_at", 0), default=None)
-
-    def _work(self, slot: str) -> None:
+    def _dispatch(self) -> None:
         while not self._closing:
             with self._wake:
-                run = self._next_run()
-                if run is None:
-                    self._wake.wait(timeout=2.0)  # the timeout also picks up runs queued by another process
-                    continue
-                self._claimed.add(run.id)
-            try:
-                self._run_child(run, slot)
-            finally:
-                with self._wake:
-                    self._claimed.discard(run.id)
+                waiting = [r for r in list_runs(self.workspace) if r.state == "queued" and r.id not in self._busy.values()]
+                for run in sorted(waiting, key=lambda r: r.status().get("queued_at", 0)):
+                    try:
+                        devices = self._devices_for(run)
+                    except ValueError as e:
+                        run.set_status(state="failed", message=str(e), ended=time.time())
+                        continue
+                    if devices is None:
+                        break  # first come, first served: the runs behind wait for this one
+                    self._start(run, devices)
+                # The timeout also picks up runs queued by another process.
+                self._wake.wait(timeout=2.0)
 
-    def _run_child(self, run: Run, slot: str) -> None:
+    def _devices_for(self, run: Run) -> list[str] | None:
+        """The devices the run would use now, or None while they are busy; ValueError if it can never run here."""
+        free = [d for d in self.devices if d not in self._busy]
+        if self.devices == [""]:  # a machine without GPUs trains on the CPU, whatever run.yaml names
+            return free or None
+        wanted = self._check_gpus(run.config)
+        if not wanted:
+            return free[:1] or None
+        return wanted if all(g in free for g in wanted) else None
+
+    def _check_gpus(self, config: TrainConfig) -> list[str]:
+        """The GPUs a run names, as devices; ValueError when this studio may not use one of them."""
+        wanted = [str(g) for g in config.gpus]
+        missing = [g for g in wanted if g not in self.devices]
+        if missing and self.devices != [""]:
+            raise ValueError(f"GPU {', '.join(missing)} is not available to this studio (it may use GPU "
+                             f"{', '.join(self.devices)}). Choose other GPUs in the Train tab.")
+        return wanted
+
+    def _start(self, run: Run, devices: list[str]) -> None:
+        for device in devices:
+            self._busy[device] = run.id
+        thread = threading.Thread(target=self._supervise, args=(run, devices), name=f"job-{run.id}", daemon=True)
+        self._threads.append(thread)
+        thread.start()
+
+    def _supervise(self, run: Run, devices: list[str]) -> None:
+        try:
+            self._run_child(run, devices)
+        finally:
+            with self._wake:
+                for device in devices:
+                    self._busy.pop(device, None)
+                self._threads.remove(threading.current_thread())
+                self._wake.notify_all()
+
+    def _run_child(self, run: Run, devices: list[str]) -> None:
         # The log is read by people: no progress bars redrawn line after line, no library deprecation notices.
         env = {**os.environ, "PYTHONUNBUFFERED": "1", "TQDM_DISABLE": "1", "PYTHONWARNINGS": "ignore::FutureWarning"}
-        if slot:
-            env["CUDA_VISIBLE_DEVICES"] = slot
+        gpus = [int(d) for d in devices if d]
+        if gpus:  # number GPUs as nvidia-smi (and the memory sampler) does
+            env.update(CUDA_DEVICE_ORDER="PCI_BUS_ID", CUDA_VISIBLE_DEVICES=",".join(devices))
         with open(run.log_path, "ab") as log:
-            child = subprocess.Popen(train_command(self.workspace, run), stdout=log, stderr=subprocess.STDOUT,
-                                     env=env, cwd=os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
+            # A session of its own, so a hard stop ends every process of a multi-GPU run, not only the launcher.
+            child = subprocess.Popen(train_command(self.workspace, run, len(gpus)), stdout=log,
+                                     stderr=subprocess.STDOUT, env=env, start_new_session=True,
+                                     cwd=os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
         self._children[run.id] = child
-        run.set_status(state="running", pid=child.pid, started=time.time())
-        sampler = MemorySampler(run.path / "gpu.jsonl", child.pid, [int(slot)] if slot else None).start()
+        run.set_status(state="running", pid=child.pid, started=time.time(), gpus=gpus)
+        sampler = MemorySampler(run.path / "gpu.jsonl", child.pid, gpus or None).start()
         try:
             code = child.wait()
         finally:
@@ -200,4 +256,12 @@ class JobQueue:
             time.sleep(self.poll)
         child = self._children.get(run.id)
         if child is not None:
-            child.kill()
+            _kill(child)
+
+
+def _kill(child: subprocess.Popen) -> None:
+    """End a training child and every process it started (accelerate's workers)."""
+    try:
+        os.killpg(child.pid, signal.SIGKILL)
+    except ProcessLookupError:
+        pass

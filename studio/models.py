@@ -131,13 +131,19 @@ def quantization_config(quantization: str, double_quant: bool = True):
     return None
 
 
-def load_base_model(path: str, quantization: str = "4bit", double_quant: bool = True, device_map=None):
-    """A base model for training or chat, quantised as asked, on the GPU when there is one."""
+def load_base_model(path: str, quantization: str = "4bit", double_quant: bool = True, device_map=None,
+                    sharded: bool = False):
+    """A base model for training or chat, quantised as asked, on the GPU when there is one: in each process of
+    a multi-GPU run, that process's own GPU; with `sharded`, left where FSDP takes it from to shard it."""
     import torch
     from transformers import AutoModelForCausalLM
 
-    if device_map is None:
-        device_map = {"": torch.cuda.current_device()} if torch.cuda.is_available() else {"": "cpu"}
+    if sharded:
+        device_map = None
+    elif device_map is None and torch.cuda.is_available():
+        device_map = {"": int(os.environ.get("LOCAL_RANK", torch.cuda.current_device()))}
+    elif device_map is None:
+        device_map = {"": "cpu"}
     with MODEL_LOADS:
         return AutoModelForCausalLM.from_pretrained(
             path, dtype=compute_dtype(), quantization_config=quantization_config(quantization, double_quant),

@@ -103,8 +103,10 @@ class Run:
         return self.stop_path.exists()
 
 
-def create_run(workspace: Workspace, config: TrainConfig, owner: str = "local", name: str = "") -> Run:
-    """A new run folder holding run.yaml and a 'queued' status."""
+def create_run(workspace: Workspace, config: TrainConfig, owner: str = "local", name: str = "",
+               state: str = "queued") -> Run:
+    """A new run folder holding run.yaml and its status: 'queued' for the job queue, 'running' when the caller
+    trains it at once (the command line), so the queue leaves it alone."""
     config.validate()
     stamp = datetime.now().strftime("%Y%m%d-%H%M%S")
     base = safe_name(f"{stamp}-{name or config.preset}", stamp)
@@ -115,7 +117,7 @@ def create_run(workspace: Workspace, config: TrainConfig, owner: str = "local", 
     path.mkdir(parents=True)
     run = Run(path)
     config.save(run.config_path)
-    run.set_status(state="queued", owner=owner, name=name or config.preset, created=time.time(), queued_at=time.time())
+    run.set_status(state=state, owner=owner, name=name or config.preset, created=time.time(), queued_at=time.time())
     return run
 
 

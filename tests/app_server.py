@@ -17,7 +17,7 @@ def serving(workspace: Workspace, **launch_options):
     with socket.socket() as s:
         s.bind(("127.0.0.1", 0))
         port = s.getsockname()[1]
-    studio = Studio(workspace, JobQueue(workspace, slots=[""], poll=0.2))
+    studio = Studio(workspace, JobQueue(workspace, devices=[""], poll=0.2))
     app = build_app(studio)
     options = {"server_name": "127.0.0.1", "allowed_paths": [str(workspace.exports)], **launch_options,
                "server_port": port}

@@ -20,7 +20,7 @@ def test_restart_marks_dead_runs_interrupted_and_keeps_the_queue(workspace):
     crashed = create_run(workspace, TrainConfig(dataset="d"), owner="ana")
     crashed.set_status(state="running", pid=dead_pid())
     waiting = create_run(workspace, TrainConfig(dataset="d"), owner="bo")
-    queue = JobQueue(workspace, slots=[])  # no workers: nothing starts
+    queue = JobQueue(workspace, devices=[])  # no workers: nothing starts
     try:
         assert crashed.state == "interrupted" and "Resume" in crashed.status()["message"]
         assert waiting.state == "queued" and [r.id for r in queue.queue()] == [waiting.id]
@@ -30,7 +30,7 @@ def test_restart_marks_dead_runs_interrupted_and_keeps_the_queue(workspace):
 
 def test_only_the_owner_or_an_admin_may_stop_or_delete(workspace):
     run = create_run(workspace, TrainConfig(dataset="d"), owner="ana")
-    queue = JobQueue(workspace, slots=[])
+    queue = JobQueue(workspace, devices=[])
     try:
         with pytest.raises(NotAllowed, match="belongs to ana"):
             queue.stop(run.id, user="bo")

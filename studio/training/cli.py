@@ -1,6 +1,8 @@
-"""`python -m studio train RUN` — the command the job queue runs in a child process, and people can too."""
+"""`python -m studio train RUN` — the command the job queue runs in a child process, and people can too,
+on several GPUs with `accelerate launch -m studio train RUN`."""
 from __future__ import annotations
 
+import os
 from pathlib import Path
 
 from ..config import ConfigError, TrainConfig
@@ -25,12 +27,37 @@ def train_command(args) -> int:
             run = Run(target)
         elif target.is_file():
             config = TrainConfig.load(target)
-            run = Run(target.parent) if (target.parent / "status.json").exists() else create_run(workspace, config)
+            run = Run(target.parent) if (target.parent / "status.json").exists() else _new_run(workspace, config)
         else:
             print(f"error: {target} is neither a run folder nor a run.yaml file", flush=True)
             return 2
     except ConfigError as e:
         print(f"error: {target}: {e}", flush=True)
         return 2
-    print(f"Run folder: {run.path}", flush=True)
-    return 0 if train_run(run, workspace) in ("completed", "stopped") else 1
+    if int(os.environ.get("RANK", "0")) == 0:
+        print(f"Run folder: {run.path}", flush=True)
+    ended = train_run(run, workspace)
+    _leave_process_group()
+    return 0 if ended in ("completed", "stopped") else 1
+
+
+def _leave_process_group() -> None:
+    """In a multi-process run, part from the others cleanly; a process that just exits aborts the launcher."""
+    import torch.distributed as dist
+
+    if dist.is_available() and dist.is_initialized():
+        dist.destroy_process_group()
+
+
+def _new_run(workspace: Workspace, config: TrainConfig) -> Run:
+    """A run folder for a bare run.yaml; under `accelerate launch` the main process makes it and tells the others."""
+    if int(os.environ.get("WORLD_SIZE", "1")) == 1:
+        return create_run(workspace, config, state="running")
+    import torch
+    from accelerate import PartialState
+    from accelerate.utils import broadcast_object_list
+
+    process = PartialState(cpu=not torch.cuda.is_available())
+    folder = [str(create_run(workspace, config, state="running").path) if process.is_main_process else None]
+    broadcast_object_list(folder)
+    return Run(Path(folder[0]))

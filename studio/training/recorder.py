@@ -1,4 +1,7 @@
-"""A TrainerCallback that writes the run folder as training goes, and honours a Stop request."""
+"""A TrainerCallback that writes the run folder as training goes, and honours a Stop request.
+
+In a multi-GPU run every process has one; only the main process writes, and a stop is decided by all of them
+together, so no process waits at a collective step for one that already stopped."""
 from __future__ import annotations
 
 import json
@@ -27,6 +30,8 @@ class RunRecorder(TrainerCallback):
         self._started = time.time()
         self._first_step = state.global_step  # not 0 when resuming
         self._tokens_at = (time.time(), state.num_input_tokens_seen)
+        if not state.is_world_process_zero:
+            return
         self._drop_metrics_after(state.global_step)
         # Whether training really runs in train mode with checkpointing on, for the log and the tests.
         append_jsonl(self.run.path / "metrics.jsonl", {
@@ -40,12 +45,17 @@ class RunRecorder(TrainerCallback):
             raise RuntimeError("the model is in eval mode at the first training step")
 
     def on_step_end(self, args, state, control, **kwargs):
-        if self.run.stop_requested or self._signalled:
+        asked = self.run.stop_requested or self._signalled
+        if args.world_size > 1:
+            asked = _asked_anywhere(asked, args.device)
+        if asked:
             self.stopped = True
             control.should_training_stop = True
             control.should_save = True  # a checkpoint to resume from, besides the adapter saved at the end
 
     def on_log(self, args, state, control, logs=None, **kwargs):
+        if not state.is_world_process_zero:
+            return
         logs = logs or {}
         now = time.time()
         done = state.global_step - self._first_step
@@ -76,6 +86,16 @@ class RunRecorder(TrainerCallback):
             return
         kept = [r for r in self.run.metrics() if r.get("step", 0) <= step]
         write_atomic(path, "".join(json.dumps(r) + "\n" for r in kept))
+
+
+def _asked_anywhere(asked: bool, device) -> bool:
+    """Whether any process was asked to stop (the stop file can appear between two processes' checks)."""
+    import torch
+    import torch.distributed as dist
+
+    flag = torch.tensor([int(asked)], device=device)
+    dist.all_reduce(flag, op=dist.ReduceOp.MAX)
+    return bool(flag.item())
 
 
 def _cuda_peak_gb() -> float | None:

@@ -6,7 +6,9 @@ import time
 import gradio as gr
 import pandas as pd
 
-from ..config import ConfigError, TrainConfig, config_from_preset, load_presets, save_user_preset, suggest_for_size
+from ..config import (CHECKPOINTING, ConfigError, TrainConfig, config_from_preset, load_presets, save_user_preset,
+                      suggest_for_size)
+from ..gpu import list_gpus
 from ..models import EMBEDDED_LABEL, EMBEDDED_NAME, ModelNotFound, list_local_models, resolve_model
 from ..runs import Run, find_run, list_runs
 from ..training.advisor import advise
@@ -51,6 +53,8 @@ def _component_for(field: str, value):
     label = dict(ADVANCED)[field]
     if field == "quantization":
         return gr.Radio(["4bit", "8bit", "none"], value=value, label=label)
+    if field == "gradient_checkpointing":  # auto: only when the activations would not fit
+        return gr.Radio(list(CHECKPOINTING), value=value, label=label)
     if field == "optimizer":
         return gr.Dropdown(["adamw_torch", "paged_adamw_8bit", "adamw_8bit"], value=value, label=label)
     if isinstance(value, bool):
@@ -80,11 +84,18 @@ def preset_description(presets: dict, name: str, t: Translator = english) -> str
     return t(presets[name].description.strip()) if name in presets else ""
 
 
-def build_config(dataset, model, preset, values) -> TrainConfig:
+def build_config(dataset, model, preset, values, gpus=(), fsdp=False) -> TrainConfig:
     settings = dict(zip([f for f, _ in ADVANCED], values))
     model = model or EMBEDDED_LABEL
-    return TrainConfig.from_dict({**settings, "dataset": dataset or "", "preset": preset,
-                                  "model": "embedded" if model == EMBEDDED_LABEL else model})
+    return TrainConfig.from_dict({**settings, "dataset": dataset or "", "preset": preset, "gpus": list(gpus or []),
+                                  "fsdp": bool(fsdp), "model": "embedded" if model == EMBEDDED_LABEL else model})
+
+
+def gpu_choices(studio: Studio) -> list[tuple[str, int]]:
+    """The GPUs this studio may train on, as the picker shows them."""
+    allowed = set(studio.queue.devices)
+    return [(f"GPU {g['index']} · {g['name']} · {g['total_gb']:.0f} GB", g["index"]) for g in list_gpus()
+            if str(g["index"]) in allowed]
 
 
 def fit_text(studio: Studio, model_choice, values, t: Translator = english) -> str:
@@ -169,6 +180,12 @@ def build(studio: Studio, labels: Labels):
             my_preset_name = add(gr.Textbox(label="Save these settings as my preset, named", scale=3))
             save_preset = add(gr.Button("Save preset", scale=1))
     fit = gr.Markdown(fit_text(studio, EMBEDDED_LABEL, defaults), elem_id="fit-estimate")
+    several = len(gpu_choices(studio)) > 1  # one GPU (or none) needs no choosing
+    with gr.Row(visible=several):
+        gpu_pick = add(gr.CheckboxGroup(gpu_choices(studio), label="GPUs for this run (none ticked: any one free GPU)",
+                                        scale=3, elem_id="train-gpus"))
+        fsdp = add(gr.Checkbox(label="Shard the model across them (FSDP), for a model too large for one GPU",
+                               scale=2))
     with gr.Row():
         run_name = add(gr.Textbox(label="Name this run (optional)", scale=3))
         start = add(gr.Button("Start training", variant="primary", scale=1, elem_id="start-training"))
@@ -185,7 +202,7 @@ def build(studio: Studio, labels: Labels):
                                     color_title="series", height=250, elem_id="loss-plot"))
         lr_plot = add(gr.LinePlot(x="step", y="learning_rate", title="Learning rate", x_title="step",
                                   y_title="learning rate", height=250))
-        mem_plot = add(gr.LinePlot(x="seconds", y="GB", color="device", title="Memory (GPU, or process on CPU)",
+        mem_plot = add(gr.LinePlot(x="seconds", y="GB", color="device", title="Memory (each GPU, or process on CPU)",
                                    x_title="seconds", color_title="device", height=250))
     advice = gr.Markdown(elem_id="run-advice")
     log = add(gr.Textbox(label="Log (last lines)", lines=8, max_lines=8, autoscroll=True))
@@ -266,16 +283,17 @@ def build(studio: Studio, labels: Labels):
         if not form[dataset]:
             return t("❌ Choose a dataset first (save one in the Dataset tab)."), gr.update()
         try:
-            config = build_config(form[dataset], form[model], form[preset], [form[c] for c in advanced])
-        except ConfigError as e:
+            config = build_config(form[dataset], form[model], form[preset], [form[c] for c in advanced],
+                                  form[gpu_pick], form[fsdp])
+            run = studio.queue.submit(config, owner=studio.user(request), name=form[run_name])
+        except ValueError as e:  # a setting out of range, or a GPU this studio may not use
             return f"❌ {e}", gr.update()
-        run = studio.queue.submit(config, owner=studio.user(request), name=form[run_name])
         waiting = len(studio.queue.queue()) - 1
         message = t("Run **{run}** starts now.", run=run.id) if waiting <= 0 else \
             t("Run **{run}** is number {place} in the queue.", run=run.id, place=waiting + 1)
         return message, gr.update(choices=run_choices(studio), value=run.id)
 
-    start.click(on_start, {dataset, model, preset, run_name, *advanced}, [notice, run_pick])
+    start.click(on_start, {dataset, model, preset, run_name, gpu_pick, fsdp, *advanced}, [notice, run_pick])
 
     def current_run(run_id):
         """The run to show: the chosen one, else the newest active one, so a reload shows the live run."""
