@@ -139,14 +139,15 @@ def run_studio(model_dir, data, args, extra_callbacks=(), **overrides) -> dict:
     config = TrainConfig(**{**dict(model=str(model_dir), dataset="bench", quantization="4bit", lora_r=args.rank,
                                    lora_alpha=2 * args.rank, lora_dropout=0.0, target_modules=TARGETS,
                                    batch_size=args.batch, grad_accum=1, max_length=args.max_length,
-                                   max_steps=args.steps, gradient_checkpointing=True, optimizer="adamw_torch",
+                                   max_steps=args.steps, gradient_checkpointing="auto", optimizer="adamw_torch",
                                    val_fraction=0.0, seed=args.seed, warmup_ratio=0.0, save_steps=10**6,
-                                   logging_steps=1000), **overrides})
+                                   logging_steps=1000), **overrides}).validate()
     dataset = Dataset.from_list([{"input_ids": ids, "assistant_masks": [1] * len(ids)} for ids in data])
     watch = Stopwatch(args.warmup)
     trainer = build_trainer(config, str(model_dir), AutoTokenizer.from_pretrained(model_dir), dataset, None,
                             tempfile.mkdtemp(), [watch.callback, *extra_callbacks])
-    return _measure(trainer, watch)
+    return {**_measure(trainer, watch), "targets": TARGETS if isinstance(config.target_modules, str) else
+            config.target_modules}
 
 
 def _measure(trainer, watch) -> dict:
@@ -155,7 +156,7 @@ def _measure(trainer, watch) -> dict:
         torch.cuda.reset_peak_memory_stats()
     trainer.args.shuffle_dataset = False
     trainer.train()
-    result = {"tok_s": round(watch.tokens_per_second(), 1),
+    result = {"tok_s": round(watch.tokens_per_second(), 1), "checkpointing": bool(trainer.args.gradient_checkpointing),
               "peak_gb": round(torch.cuda.max_memory_allocated() / 2**30, 2) if torch.cuda.is_available() else None}
     del trainer
     gc.collect()
@@ -177,16 +178,24 @@ def compare_recipes(model_dir, data, args) -> dict:
     gpu = torch.cuda.get_device_name() if torch.cuda.is_available() else "cpu"
     baseline = run_plain_recipe(model_dir, data, args)
     print("plain recipe", baseline, flush=True)
-    studio = run_studio(model_dir, data, args)
+    studio = run_studio(model_dir, data, args)  # gradient checkpointing 'auto', as a run has it
     print("LoRA Studio", studio, flush=True)
+    recomputing = run_studio(model_dir, data, args, gradient_checkpointing="on")
+    print("LoRA Studio, checkpointing forced on", recomputing, flush=True)
     n = matmul_params(args.shape)
     peak = next((tf for name, tf in PEAK_TFLOPS.items() if name in gpu), None)
-    # LoRA on a frozen base: 2N forward + 2N for the input gradients, + 2N when checkpointing recomputes.
-    mfu = round(studio["tok_s"] * 6 * n / (peak * 1e12), 4) if peak else None
+
+    def mfu(result):  # LoRA on a frozen base: 2N forward + 2N for the input gradients, + 2N when recomputing
+        return round(result["tok_s"] * (6 if result["checkpointing"] else 4) * n / (peak * 1e12), 4) if peak else None
+
     return {"gpu": gpu, "model_shape": args.shape, "rank": args.rank, "targets": TARGETS, "batch": args.batch,
             "timed_steps": args.steps - args.warmup, "baseline_tok_s": baseline["tok_s"],
             "studio_tok_s": studio["tok_s"], "ratio": round(studio["tok_s"] / baseline["tok_s"], 3),
-            "studio_mfu": mfu, "baseline_peak_gb": baseline["peak_gb"], "studio_peak_gb": studio["peak_gb"],
+            "studio_mfu": mfu(studio), "studio_checkpointing": studio["checkpointing"],
+            "baseline_peak_gb": baseline["peak_gb"], "studio_peak_gb": studio["peak_gb"],
+            "studio_checkpointing_on_tok_s": recomputing["tok_s"],
+            "studio_checkpointing_on_ratio": round(recomputing["tok_s"] / baseline["tok_s"], 3),
+            "studio_checkpointing_on_mfu": mfu(recomputing), "studio_checkpointing_on_peak_gb": recomputing["peak_gb"],
             "torch": torch.__version__}
 
 
@@ -200,6 +209,7 @@ def low_vram_peak(model_dir, vocab: int, args) -> float | None:
     return run_studio(model_dir, long_data, small,
                       optimizer=low["optimizer"] if torch.cuda.is_available() else "adamw_torch",
                       lora_r=low["lora_r"], lora_alpha=low["lora_alpha"], target_modules=low["target_modules"],
+                      gradient_checkpointing=low["gradient_checkpointing"],
                       grad_accum=1, max_length=2048)["peak_gb"]
 
 

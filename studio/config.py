@@ -11,6 +11,8 @@ PRESETS_DIR = Path(__file__).resolve().parent.parent / "presets"
 QUANTIZATIONS = ("4bit", "8bit", "none")
 OPTIMIZERS = ("adamw_torch", "paged_adamw_8bit", "adamw_8bit")
 SCHEDULERS = ("cosine", "linear", "constant", "constant_with_warmup")
+# auto: keep activations when they fit in the GPU's memory (faster), recompute them when not (see training/memory.py)
+CHECKPOINTING = ("auto", "on", "off")
 
 
 class ConfigError(ValueError):
@@ -38,7 +40,7 @@ class TrainConfig:
     lr_scheduler: str = "cosine"
     weight_decay: float = 0.0
     optimizer: str = "adamw_torch"
-    gradient_checkpointing: bool = True
+    gradient_checkpointing: str = "auto"
     packing: bool = False
     val_fraction: float = 0.1
     seed: int = 42
@@ -71,11 +73,14 @@ class TrainConfig:
         "quantization": QUANTIZATIONS,
         "optimizer": OPTIMIZERS,
         "lr_scheduler": SCHEDULERS,
+        "gradient_checkpointing": CHECKPOINTING,
     }
 
     def validate(self) -> "TrainConfig":
         """Coerce types and check ranges; raises ConfigError naming every bad field."""
         errors = []
+        if isinstance(self.gradient_checkpointing, bool):  # run.yaml files from before 'auto' existed
+            self.gradient_checkpointing = "on" if self.gradient_checkpointing else "off"
         for f in fields(self):
             value = getattr(self, f.name)
             try:

@@ -31,7 +31,7 @@ def pirate_run(tmp_path_factory, embedded_model_dir):
     save_dataset(workspace, "pirate", PIRATE, inspect_file(PIRATE))
     run = create_run(workspace, TrainConfig(
         model="embedded", dataset="pirate", lora_r=16, lora_alpha=32, learning_rate=2e-3, max_steps=30,
-        batch_size=2, max_length=64, val_fraction=0.0, gradient_checkpointing=False, warmup_ratio=0.0,
+        batch_size=2, max_length=64, val_fraction=0.0, gradient_checkpointing="off", warmup_ratio=0.0,
         save_steps=1000), name="pirate")
     done = subprocess.run([sys.executable, "-m", "studio", "--workspace", str(workspace.root), "train", str(run.path)],
                           cwd=REPO, capture_output=True, text=True, timeout=900)

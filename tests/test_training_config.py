@@ -51,7 +51,7 @@ def test_builtin_presets_have_the_promised_settings():
         assert len(presets[name].description) > 80  # a real paragraph for a non-coder
     low = config_from_preset(presets["low-vram-16gb"], dataset="d")
     assert (low.quantization, low.double_quant, low.batch_size, low.gradient_checkpointing, low.optimizer) == \
-        ("4bit", True, 1, True, "paged_adamw_8bit") and low.grad_accum > 1
+        ("4bit", True, 1, "on", "paged_adamw_8bit") and low.grad_accum > 1
     assert config_from_preset(presets["balanced-24-48gb"], dataset="d").quantization == "8bit"
 
 
@@ -97,6 +97,18 @@ def test_memory_estimate_orders_presets_sensibly():
     assert low.total_gb < balanced.total_gb
     assert low.fits and not balanced.fits
     assert "does NOT fit" in balanced.summary()
+
+
+def test_auto_checkpointing_keeps_activations_only_when_they_fit():
+    config = TrainConfig(dataset="d", batch_size=8, max_length=2048)  # gradient_checkpointing: auto
+    assert config.gradient_checkpointing == "auto"
+    roomy, tight = estimate(LLAMA_7B, config, gpu_gb=80, tokens=4096), estimate(LLAMA_7B, config, gpu_gb=24)
+    assert not roomy.checkpointing and roomy.fits and "kept: faster" in roomy.summary()
+    assert tight.checkpointing and "recomputed" in tight.summary()
+    forced = estimate(LLAMA_7B, TrainConfig(dataset="d", gradient_checkpointing="on"), gpu_gb=80, tokens=4096)
+    assert forced.checkpointing and forced.activations_gb < roomy.activations_gb
+    # run.yaml files written before 'auto' said true or false
+    assert TrainConfig.from_dict({"dataset": "d", "gradient_checkpointing": False}).gradient_checkpointing == "off"
 
 
 def _run_with(folder, records):

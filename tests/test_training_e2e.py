@@ -32,7 +32,7 @@ def wait_for(condition, timeout=240, what="condition"):
 
 @pytest.fixture()
 def queue(workspace):
-    q = JobQueue(workspace, slots=[""], stop_timeout=60, poll=0.2)
+    q = JobQueue(workspace, devices=[""], stop_timeout=60, poll=0.2)
     yield q
     q.close()
 
@@ -46,7 +46,7 @@ def assert_adapter_loads(run: Run, model_dir):
 
 
 def test_two_queued_runs_train_one_after_the_other(queue, embedded_model_dir):
-    first = queue.submit(quick_config(embedded_model_dir, max_steps=8), name="first")
+    first = queue.submit(quick_config(embedded_model_dir, max_steps=8, gradient_checkpointing="on"), name="first")
     second = queue.submit(quick_config(embedded_model_dir, max_steps=2, dataset=str(STORIES), val_fraction=0.0),
                           name="second")
     assert [r.id for r in queue.queue()][:2] == [first.id, second.id]
@@ -58,6 +58,9 @@ def test_two_queued_runs_train_one_after_the_other(queue, embedded_model_dir):
     metrics = first.metrics()
     start = next(m for m in metrics if m.get("event") == "start")
     assert start["train_mode"] is True and start["gradient_checkpointing"] is True
+    # 'auto' (the default) keeps the activations when they fit, as a few short rows do anywhere
+    assert next(m for m in second.metrics() if m.get("event") == "start")["gradient_checkpointing"] is False
+    assert "Gradient checkpointing off" in second.log_path.read_text()
     losses = [m["loss"] for m in metrics if "loss" in m]
     assert len(losses) == 8 and min(losses[-3:]) < losses[0]
     assert any("eval_loss" in m and "perplexity" in m for m in metrics)

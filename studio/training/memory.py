@@ -9,6 +9,14 @@ _BYTES_PER_WEIGHT = {"4bit": 0.5 + 0.5 / 64 * 2, "8bit": 1.0 + 4 / 64, "none": 2
 _GB = 2**30
 # Framework overhead on top of the sum: the CUDA context, allocator slack, workspace buffers.
 _OVERHEAD_GB = 0.6
+# Bytes a token's activations take: in one decoder layer, per hidden and per intermediate unit; outside the
+# layers (embeddings, loss, gradients in flight), per hidden unit; and in the output head's float32 logits and
+# their gradient, which Liger's fused loss never materialises. Fitted to torch's peak on an H100 for the
+# Llama-2-7B and Qwen2.5-3B shapes, activations kept and recomputed (bench/memory_calibration.py).
+_LAYER_BYTES_PER_TOKEN = (11, 7)
+_OUTSIDE_BYTES_PER_TOKEN = 140
+_LOGIT_BYTES_PER_TOKEN = 8
+_USABLE = 0.9  # the share of a GPU's memory a run may plan to use; the rest absorbs fragmentation
 
 
 @dataclass
@@ -17,15 +25,17 @@ class Estimate:
     adapter_gb: float
     activations_gb: float
     total_gb: float
-    gpu_gb: float | None  # the smallest visible GPU's memory, None without a GPU
+    gpu_gb: float | None  # the memory it has to fit in; None without a GPU
+    checkpointing: bool  # whether activations are recomputed (the setting, or what 'auto' chose)
 
     @property
     def fits(self) -> bool | None:
-        return None if self.gpu_gb is None else self.total_gb <= self.gpu_gb * 0.95
+        return None if self.gpu_gb is None else self.total_gb <= self.gpu_gb * _USABLE
 
     def summary(self) -> str:
         parts = (f"about {self.total_gb:.1f} GB (model {self.weights_gb:.1f}, adapter and optimizer "
-                 f"{self.adapter_gb:.2f}, activations {self.activations_gb:.1f})")
+                 f"{self.adapter_gb:.2f}, activations {self.activations_gb:.1f}"
+                 f"{', recomputed to save memory' if self.checkpointing else ', kept: faster'})")
         if self.gpu_gb is None:
             return f"Needs {parts}. No GPU here: it trains on the CPU, slowly."
         verdict = "fits" if self.fits else "does NOT fit — pick the 'Small GPU' preset, a shorter max length or a smaller batch"
@@ -44,7 +54,11 @@ def model_shape(model_config) -> dict:
             "head_dim": head_dim, "tied": bool(getattr(c, "tie_word_embeddings", False))}
 
 
-def estimate(shape: dict, config: TrainConfig, gpu_gb: float | None = None) -> Estimate:
+def estimate(shape: dict, config: TrainConfig, gpu_gb: float | None = None, tokens: int | None = None,
+             fused_loss: bool = True) -> Estimate:
+    """Peak memory of a run on a GPU; `tokens` is the largest batch's token count (default: batch size x max
+    length); fused_loss: Liger's kernels are installed (setup.sh puts them on GPU machines).
+    With gradient_checkpointing 'auto', activations are kept when everything fits in gpu_gb, else recomputed."""
     h, i, n, v = shape["hidden"], shape["intermediate"], shape["layers"], shape["vocab"]
     q_out, kv_out = shape["heads"] * shape["head_dim"], shape["kv_heads"] * shape["head_dim"]
     # (in, out) of each projection a LoRA can go into, per layer
@@ -58,16 +72,22 @@ def estimate(shape: dict, config: TrainConfig, gpu_gb: float | None = None) -> E
     lora_params = n * sum(config.lora_r * sum(layer_linears[t]) for t in targets if t in layer_linears)
     adapter = lora_params * (4 + 4 + 8)  # fp32 weights, gradients, and two Adam moments
 
-    tokens = config.batch_size * config.max_length
-    if config.gradient_checkpointing:
-        # one hidden state kept per layer, plus one layer's worth recomputed during backward
-        activations = tokens * h * 2 * n + tokens * (10 * h + 4 * i) * 2
-    else:
-        activations = tokens * (10 * h + 4 * i) * 2 * n
-    logits = tokens * v * 4 * 2  # float32 logits and their gradient
-    total = (weights + adapter + activations + logits) / _GB + _OVERHEAD_GB
-    return Estimate(round(weights / _GB, 2), round(adapter / _GB, 3), round((activations + logits) / _GB, 2),
-                    round(total, 2), gpu_gb)
+    tokens = tokens or config.batch_size * config.max_length
+    one_layer = tokens * (_LAYER_BYTES_PER_TOKEN[0] * h + _LAYER_BYTES_PER_TOKEN[1] * i)
+    outside = tokens * h * _OUTSIDE_BYTES_PER_TOKEN + (0 if fused_loss else tokens * v * _LOGIT_BYTES_PER_TOKEN)
+
+    def total(checkpointing: bool) -> tuple[float, float]:
+        # checkpointing keeps one 16-bit hidden state per layer, and a layer's activations and their gradients
+        # while that layer is recomputed during the backward pass
+        activations = (tokens * h * 2 * n + 2 * one_layer if checkpointing else one_layer * n) + outside
+        return activations, (weights + adapter + activations) / _GB + _OVERHEAD_GB
+
+    checkpointing = config.gradient_checkpointing == "on"
+    if config.gradient_checkpointing == "auto":
+        checkpointing = gpu_gb is not None and total(False)[1] > gpu_gb * _USABLE
+    activations, total_gb = total(checkpointing)
+    return Estimate(round(weights / _GB, 2), round(adapter / _GB, 3), round(activations / _GB, 2),
+                    round(total_gb, 2), gpu_gb, checkpointing)
 
 
 def estimate_for(model_path: str, config: TrainConfig) -> Estimate:
@@ -80,4 +100,32 @@ def estimate_for(model_path: str, config: TrainConfig) -> Estimate:
     gpus = list_gpus()
     gpu_gb = min((g["total_gb"] for g in gpus), default=None)
     return estimate(model_shape(AutoConfig.from_pretrained(model_path, trust_remote_code=allow_remote_code())),
-                    config, gpu_gb)
+                    config, gpu_gb, fused_loss=liger_installed())
+
+
+def choose_checkpointing(model_path: str, config: TrainConfig, tokens: int) -> bool:
+    """Whether the run recomputes activations: as set, or for 'auto', only when keeping them for its largest
+    batch (`tokens`) would not fit in the memory free on this process's GPU (or in free RAM on the CPU)."""
+    import os
+
+    import torch
+    from transformers import AutoConfig
+
+    from ..models import allow_remote_code
+
+    if config.gradient_checkpointing != "auto":
+        return config.gradient_checkpointing == "on"
+    if torch.cuda.is_available():
+        free = torch.cuda.mem_get_info()[0]
+    else:
+        free = os.sysconf("SC_AVPHYS_PAGES") * os.sysconf("SC_PAGE_SIZE")
+    shape = model_shape(AutoConfig.from_pretrained(model_path, trust_remote_code=allow_remote_code()))
+    fused = torch.cuda.is_available() and liger_installed()
+    return estimate(shape, config, free / _GB, tokens, fused_loss=fused).checkpointing
+
+
+def liger_installed() -> bool:
+    """Liger's fused Triton kernels (GPU only) are there to use: setup.sh installs them on GPU machines."""
+    import importlib.util
+
+    return importlib.util.find_spec("liger_kernel") is not None

@@ -4,6 +4,7 @@ from __future__ import annotations
 import os
 import time
 import traceback
+from dataclasses import replace
 
 from ..config import ConfigError, TrainConfig
 from ..models import ModelNotFound, compute_dtype, load_base_model, load_tokenizer, resolve_model
@@ -11,18 +12,28 @@ from ..runs import Run
 from ..workspace import Workspace
 from .attention import use_varlen_attention
 from .curves import draw_curves
+from .memory import choose_checkpointing, liger_installed
 from .recorder import RunRecorder
 from .targets import resolve_target_modules
+
+# FSDP with a 4-bit base (FSDP-QLoRA): the 4-bit weights are stored in the compute dtype
+# (studio.models.quantization_config sets bnb_4bit_quant_storage) so FSDP can shard them like any other weight.
+FSDP_QLORA = {"auto_wrap_policy": "TRANSFORMER_BASED_WRAP", "cpu_ram_efficient_loading": True,
+              "state_dict_type": "SHARDED_STATE_DICT"}
 
 OOM_ADVICE = ("The GPU ran out of memory. Try, in this order: a smaller batch size with more gradient "
               "accumulation steps, a shorter max length, the 'Small GPU (under 16 GB)' preset, or a smaller model.")
 
 
 def train_run(run: Run, workspace: Workspace) -> str:
-    """Train the run in its folder and return how it ended: completed, stopped or failed."""
+    """Train the run in its folder and return how it ended: completed, stopped or failed.
+
+    Under `accelerate launch` every GPU's process runs this; only the main one writes the run folder."""
     import torch
 
-    run.set_status(state="running", pid=os.getpid(), started=time.time(), message="")
+    main = is_main_process()
+    if main:
+        run.set_status(state="running", pid=os.getpid(), started=time.time(), message="")
     state, message = "failed", ""
     try:
         state = _train(run, run.config, workspace)
@@ -36,10 +47,17 @@ def train_run(run: Run, workspace: Workspace) -> str:
         message = f"Training failed: {type(e).__name__}: {e}. The log below has the details."
         traceback.print_exc()
     finally:
-        draw_curves(run)
-    print(message, flush=True)
-    run.set_status(state=state, message=message, ended=time.time(), pid=None)
+        if main:
+            draw_curves(run)
+    if main:
+        print(message, flush=True)
+        run.set_status(state=state, message=message, ended=time.time(), pid=None)
     return state
+
+
+def is_main_process() -> bool:
+    """True in a one-process run, and in the first process of a multi-GPU one (torchrun sets RANK)."""
+    return int(os.environ.get("RANK", "0")) == 0
 
 
 def _train(run: Run, config: TrainConfig, workspace: Workspace) -> str:
@@ -59,19 +77,21 @@ def _train(run: Run, config: TrainConfig, workspace: Workspace) -> str:
 
     train_set = tokenized(train_records)
     val_set = tokenized(val_records) if val_records else None
-    print(f"{len(train_set)} training and {len(val_records)} validation examples", flush=True)
+    say = print if is_main_process() else (lambda *a, **k: None)
+    say(f"{len(train_set)} training and {len(val_records)} validation examples", flush=True)
 
     recorder = RunRecorder(run)
     trainer = build_trainer(config, model_path, tokenizer, train_set, val_set, str(run.checkpoints_dir), [recorder])
     checkpoint = run.latest_checkpoint()
     if checkpoint:
-        print(f"Resuming from {checkpoint.name}", flush=True)
+        say(f"Resuming from {checkpoint.name}", flush=True)
     trainer.train(resume_from_checkpoint=str(checkpoint) if checkpoint else None)
     if val_set is not None and not recorder.stopped and not _evaluated_last_step(trainer.state):
         trainer.evaluate()  # the final validation loss, logged like the others
-    trainer.model.save_pretrained(run.adapter_dir)
-    tokenizer.save_pretrained(run.adapter_dir)
-    print(f"Adapter saved to {run.adapter_dir}", flush=True)
+    if trainer.is_fsdp_enabled:  # the adapter as one file for chat and merge, gathered from every GPU's shard
+        trainer.accelerator.state.fsdp_plugin.set_state_dict_type("FULL_STATE_DICT")
+    trainer.save_model(str(run.adapter_dir))  # the adapter and the tokenizer, written by the main process only
+    say(f"Adapter saved to {run.adapter_dir}", flush=True)
     return "stopped" if recorder.stopped else "completed"
 
 
@@ -86,18 +106,32 @@ def build_trainer(config: TrainConfig, model_path: str, tokenizer, train_set, va
     from transformers import EarlyStoppingCallback
     from trl import SFTTrainer
 
-    model = load_base_model(model_path, config.quantization, config.double_quant)
+    checkpointing = choose_checkpointing(model_path, config, largest_batch_tokens(train_set, config))
+    if is_main_process():
+        print("Gradient checkpointing on: activations are recomputed to fit in memory" if checkpointing else
+              "Gradient checkpointing off: the activations fit in memory", flush=True)
+    config = replace(config, gradient_checkpointing="on" if checkpointing else "off")
+    # The arguments first: with FSDP they tell transformers how to load the model for sharding.
+    args = training_arguments(config, output_dir, evaluate=val_set is not None)
+    model = load_base_model(model_path, config.quantization, config.double_quant, sharded=bool(args.fsdp))
     use_varlen_attention(model)  # batches are padding-free (see training_arguments)
     lora = LoraConfig(r=config.lora_r, lora_alpha=config.lora_alpha, lora_dropout=config.lora_dropout,
                       target_modules=resolve_target_modules(model, config.target_modules), task_type="CAUSAL_LM")
-    args = training_arguments(config, output_dir, evaluate=val_set is not None)
     if args.load_best_model_at_end:
         callbacks = [*callbacks, EarlyStoppingCallback(config.early_stopping_patience)]
     return SFTTrainer(model=model, args=args, train_dataset=train_set, eval_dataset=val_set,
                       processing_class=tokenizer, peft_config=lora, callbacks=callbacks)
 
 
+def largest_batch_tokens(train_set, config: TrainConfig) -> int:
+    """Tokens in the largest batch the run can meet: its longest rows together (a packed batch is always full)."""
+    if config.packing:
+        return config.batch_size * config.max_length
+    return sum(sorted((len(ids) for ids in train_set["input_ids"]), reverse=True)[:config.batch_size])
+
+
 def training_arguments(config: TrainConfig, output_dir: str, evaluate: bool):
+    """The SFTConfig for a config whose gradient_checkpointing is decided ('on' or 'off')."""
     import torch
     from trl import SFTConfig
 
@@ -105,6 +139,9 @@ def training_arguments(config: TrainConfig, output_dir: str, evaluate: bool):
     eval_every = config.eval_steps or 0.1
     early_stop = evaluate and config.early_stopping_patience > 0
     on_gpu = torch.cuda.is_available()
+    processes = int(os.environ.get("WORLD_SIZE", "1"))  # one per GPU under accelerate launch
+    fsdp = config.fsdp and processes > 1  # alone on one device FSDP has nothing to shard
+    checkpointing = config.gradient_checkpointing == "on"
     return SFTConfig(
         output_dir=output_dir,
         per_device_train_batch_size=config.batch_size,
@@ -116,9 +153,14 @@ def training_arguments(config: TrainConfig, output_dir: str, evaluate: bool):
         lr_scheduler_type=config.lr_scheduler,
         warmup_steps=config.warmup_ratio,
         weight_decay=config.weight_decay,
+        use_cpu=not on_gpu,  # also what makes several processes on a machine without GPUs train together
         optim=config.optimizer if on_gpu else "adamw_torch",  # paged/8-bit optimizers need CUDA
-        gradient_checkpointing=config.gradient_checkpointing,
+        # Under FSDP its own activation checkpointing does this without a second gather of the weights.
+        gradient_checkpointing=checkpointing and not fsdp,
         gradient_checkpointing_kwargs={"use_reentrant": False},
+        fsdp=fsdp or None,
+        fsdp_config={**FSDP_QLORA, "activation_checkpointing": checkpointing} if fsdp else None,
+        ddp_find_unused_parameters=False,  # every adapter weight gets a gradient: no need to search each step
         bf16=on_gpu and compute_dtype() == torch.bfloat16,
         fp16=on_gpu and compute_dtype() == torch.float16,
         # Rows arrive already cut to max_length (studio.data.tokenize_record); packing needs the length to fill.
@@ -127,7 +169,10 @@ def training_arguments(config: TrainConfig, output_dir: str, evaluate: bool):
         # Sequences of a batch are laid end to end with position ids instead of padded to the longest:
         # no compute is spent on padding (transformers keeps attention within each sequence).
         padding_free=True,
-        use_liger_kernel=on_gpu and _liger_installed(),  # fused Triton kernels; GPU only
+        # Over several GPUs every step waits for the slowest: batches of like lengths side by side keep the
+        # GPUs evenly loaded (measured in bench/multi_gpu.py). Alone, plain shuffling.
+        train_sampling_strategy="group_by_length" if processes > 1 else "random",
+        use_liger_kernel=on_gpu and liger_installed(),  # fused Triton kernels; GPU only
         logging_steps=config.logging_steps,
         eval_strategy="steps" if evaluate else "no",
         eval_steps=eval_every if evaluate else None,
@@ -142,9 +187,3 @@ def training_arguments(config: TrainConfig, output_dir: str, evaluate: bool):
         disable_tqdm=True,
         dataloader_num_workers=0,
     )
-
-
-def _liger_installed() -> bool:
-    import importlib.util
-
-    return importlib.util.find_spec("liger_kernel") is not None
