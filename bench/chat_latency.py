@@ -7,6 +7,8 @@
     side_by_side_mem_ratio  memory while answering base + adapter side by side in one batch, over memory while
                             answering with the base alone (process RSS on the CPU, torch.cuda.max_memory_allocated
                             on a GPU); a second copy of the base for the comparison would make it about 2
+    merged_vs_base_speed    greedy writing speed of the 16-bit base with the adapter merged in (merge_and_unload,
+                            as Export does), over the same base without it (medians of five, timed in turns)
     plus time to first token and tokens per second: the base, an adapter (routed per row, and through peft's
     ordinary active adapter for comparison), and base + adapter side by side.
 
@@ -47,9 +49,8 @@ def make_adapters(model_path: str, rank: int, targets, folder: str, seeds: tuple
         model = peft.unload()
 
 
-def peft_active_tokens_per_s(base, max_new_tokens: int) -> float:
-    """Writing speed of peft's ordinary path on the same weights (no per-row routing: the adapter peft has
-    active, the first one attached), to show what the routing costs."""
+def tokens_per_s(model, tokenizer, max_new_tokens: int) -> float:
+    """Greedy writing speed of a model, exactly max_new_tokens long, timed from the first token to the last."""
     import torch
     from transformers import StoppingCriteria, StoppingCriteriaList
 
@@ -61,13 +62,35 @@ def peft_active_tokens_per_s(base, max_new_tokens: int) -> float:
             self.times.append(time.perf_counter())
             return torch.zeros(input_ids.shape[0], dtype=torch.bool, device=input_ids.device)
 
-    text = base.tokenizer.apply_chat_template([{"role": "user", "content": PROMPT}], tokenize=False,
-                                              add_generation_prompt=True)
-    ids = base.tokenizer(text, return_tensors="pt", add_special_tokens=False).to(base.model.device)
+    text = tokenizer.apply_chat_template([{"role": "user", "content": PROMPT}], tokenize=False,
+                                         add_generation_prompt=True)
+    ids = tokenizer(text, return_tensors="pt", add_special_tokens=False).to(model.device)
     clock = Clock()
-    base.model.generate(**ids, max_new_tokens=max_new_tokens, min_new_tokens=max_new_tokens, do_sample=False,
-                        stopping_criteria=StoppingCriteriaList([clock]))
+    model.generate(**ids, max_new_tokens=max_new_tokens, min_new_tokens=max_new_tokens, do_sample=False,
+                   stopping_criteria=StoppingCriteriaList([clock]))
     return (len(clock.times) - 1) / (clock.times[-1] - clock.times[0])
+
+
+def merged_vs_base_speed(model_path: str, adapter: str, max_new_tokens: int, repeats: int = 5) -> dict:
+    """A 16-bit base and a second copy with the adapter merged in (peft's merge_and_unload, as the Export tab
+    does), timed in turns so that drift in clocks or load falls on both alike: the merged one should write
+    exactly as fast."""
+    from peft import PeftModel
+
+    from studio.models import load_base_model, load_tokenizer
+
+    tokenizer = load_tokenizer(model_path)
+    base = load_base_model(model_path, "none")
+    merged = PeftModel.from_pretrained(load_base_model(model_path, "none"), adapter).merge_and_unload()
+    times = {"base": [], "merged": []}
+    for model in (base, merged):
+        tokens_per_s(model, tokenizer, 8)  # warm up
+    for _ in range(repeats):
+        for name, model in (("base", base), ("merged", merged)):
+            times[name].append(tokens_per_s(model, tokenizer, max_new_tokens))
+    base_speed, merged_speed = statistics.median(times["base"]), statistics.median(times["merged"])
+    return {"base16_tokens_per_s": round(base_speed, 2), "merged_tokens_per_s": round(merged_speed, 2),
+            "merged_vs_base_speed": round(merged_speed / base_speed, 4)}
 
 
 def memory_now() -> float:
@@ -95,6 +118,7 @@ def main(argv=None) -> int:
     parser.add_argument("--max-new-tokens", type=int, default=32)
     parser.add_argument("--swaps", type=int, default=50, help="cached adapter switches to time")
     parser.add_argument("--first-loads", type=int, default=4, help="first adapter loads to time")
+    parser.add_argument("--merged-tokens", type=int, default=64, help="tokens written when timing merged vs base")
     parser.add_argument("--workspace", help="where the embedded model is converted (default: ./workspace)")
     parser.add_argument("--out", default=str(Path(__file__).resolve().parent / "results" / "chat.json"))
     args = parser.parse_args(argv)
@@ -136,7 +160,7 @@ def main(argv=None) -> int:
         side_mem = memory_now()
         alone = chat(pool, model_path, PROMPT, adapter=first, settings=settings,
                      quantization=args.quantization).collect()[0]
-        peft_active = peft_active_tokens_per_s(base, args.max_new_tokens)
+        peft_active = tokens_per_s(base.model, base.tokenizer, args.max_new_tokens)  # peft's own active adapter
 
         for adapter in [second, *fresh]:
             with pool.session(model_path, args.quantization, [adapter]) as session:
@@ -171,6 +195,8 @@ def main(argv=None) -> int:
             "side_by_side_first_token_ms": round(1000 * side[1].first_token_s, 1),
             "torch_threads": torch.get_num_threads(),
         }
+        base.close()  # the chat model's memory back before the 16-bit copies load
+        result.update(merged_vs_base_speed(model_path, first, args.merged_tokens))
     finally:
         shutil.rmtree(scratch, ignore_errors=True)
     out = Path(args.out)
