@@ -10,6 +10,8 @@ from pathlib import Path
 
 import gradio as gr
 
+from studio.messages import Message, stored, text_of
+
 LANGUAGES = {"en": "English", "zh-Hant": "繁體中文", "zh-Hans": "简体中文"}
 COOKIE = "studio_lang"
 CATALOGS = {code: json.loads((Path(__file__).parent / "locales" / f"{code}.json").read_text(encoding="utf-8"))
@@ -35,6 +37,18 @@ class Translator:
 
     def __call__(self, text: str, **kw) -> str:
         return translate(self.lang, text, **kw)
+
+    def message(self, text) -> str:
+        """Text the engine wrote, given as a Message, an exception carrying one, or a record saved with
+        `messages.fields`; what was not made as a Message shows as it is, in English."""
+        if isinstance(text, BaseException):
+            text = text_of(text)
+        if isinstance(text, dict):
+            text = stored(text)
+        if not isinstance(text, Message):
+            return "" if text is None else str(text)
+        values = {k: self.message(v) if isinstance(v, Message) else v for k, v in text.values.items()}
+        return translate(self.lang, text.template, **values)
 
 
 english = Translator()
