@@ -6,6 +6,8 @@ from pathlib import Path
 
 import yaml
 
+from .messages import Message
+
 PRESETS_DIR = Path(__file__).resolve().parent.parent / "presets"
 
 QUANTIZATIONS = ("4bit", "8bit", "none")
@@ -86,23 +88,26 @@ class TrainConfig:
             try:
                 setattr(self, f.name, _coerce(f.type, value))
             except (TypeError, ValueError):
-                errors.append(f"{f.name}: expected {f.type}, got {value!r}")
+                errors.append(Message("{field}: expected {type}, got {value!r}", field=f.name, type=f.type,
+                                      value=value))
                 continue
             allowed = self._RANGES.get(f.name)
             value = getattr(self, f.name)
             if isinstance(allowed, tuple) and allowed and isinstance(allowed[0], str):
                 if value not in allowed:
-                    errors.append(f"{f.name} must be one of {', '.join(allowed)} (got {value!r})")
+                    errors.append(Message("{field} must be one of {allowed} (got {value!r})", field=f.name,
+                                          allowed=", ".join(allowed), value=value))
             elif allowed and not (allowed[0] <= value <= allowed[1]):
-                errors.append(f"{f.name} must be between {allowed[0]} and {allowed[1]} (got {value!r})")
+                errors.append(Message("{field} must be between {low} and {high} (got {value!r})", field=f.name,
+                                      low=allowed[0], high=allowed[1], value=value))
         if not self.dataset:
-            errors.append("dataset: choose a dataset to train on")
+            errors.append(Message("dataset: choose a dataset to train on"))
         if not self.model:
-            errors.append("model: choose a base model")
+            errors.append(Message("model: choose a base model"))
         if not self.target_modules:
-            errors.append("target_modules: name at least one layer, or 'auto'")
+            errors.append(Message("target_modules: name at least one layer, or 'auto'"))
         if errors:
-            raise ConfigError("; ".join(errors))
+            raise ConfigError(Message.join("; ", errors))
         return self
 
     def to_dict(self) -> dict:
@@ -118,7 +123,8 @@ class TrainConfig:
         known = {f.name for f in fields(cls)}
         unknown = sorted(set(data) - known)
         if unknown:
-            raise ConfigError(f"unknown settings: {', '.join(unknown)} (known: {', '.join(sorted(known))})")
+            raise ConfigError(Message("unknown settings: {unknown} (known: {known})", unknown=", ".join(unknown),
+                                      known=", ".join(sorted(known))))
         return cls(**data).validate()
 
     @classmethod
@@ -126,9 +132,9 @@ class TrainConfig:
         try:
             data = yaml.safe_load(Path(path).read_text(encoding="utf-8")) or {}
         except yaml.YAMLError as e:
-            raise ConfigError(f"{path} is not valid YAML: {e}") from None
+            raise ConfigError(Message("{path} is not valid YAML: {error}", path=str(path), error=str(e))) from None
         if not isinstance(data, dict):
-            raise ConfigError(f"{path} must hold settings as 'name: value' lines")
+            raise ConfigError(Message("{path} must hold settings as 'name: value' lines", path=str(path)))
         return cls.from_dict(data)
 
 
@@ -196,7 +202,7 @@ def save_user_preset(user_dir: Path, name: str, title: str, description: str, se
     keep = {k: v for k, v in settings.items() if k not in ("model", "dataset", "preset", "gpus")}
     path = Path(user_dir) / f"{safe_name(name, 'my-preset')}.yaml"
     if (PRESETS_DIR / path.name).exists():
-        raise ConfigError(f"'{path.stem}' is a built-in preset; save yours under another name")
+        raise ConfigError(Message("'{name}' is a built-in preset; save yours under another name", name=path.stem))
     write_atomic(path, yaml.safe_dump({"title": title or name, "description": description,
                                        "settings": keep}, sort_keys=False, allow_unicode=True))
     return path

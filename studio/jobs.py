@@ -17,6 +17,7 @@ import time
 
 from .config import TrainConfig
 from .gpu import MemorySampler, list_gpus
+from .messages import Message, text_of
 from .runs import Run, create_run, find_run, list_runs
 from .workspace import Workspace
 
@@ -91,9 +92,11 @@ class JobQueue:
         run = find_run(self.workspace, run_id)
         self._check_owner(run, user, admin)
         if run.state not in ("interrupted", "stopped", "failed"):
-            raise ValueError(f"Run {run_id} is {run.state}; only an interrupted, stopped or failed run can be resumed.")
+            raise ValueError(Message("Run {run} is {state}; only an interrupted, stopped or failed run can be resumed.",
+                                     run=run_id, state=run.state))
         run.stop_path.unlink(missing_ok=True)
-        run.set_status(state="queued", queued_at=time.time(), message="Waiting to resume from its last checkpoint.")
+        run.set_status(state="queued", queued_at=time.time(),
+                       message=Message("Waiting to resume from its last checkpoint."))
         self._notify()
         return run
 
@@ -103,7 +106,7 @@ class JobQueue:
         self._check_owner(run, user, admin)
         with self._wake:
             if run.state == "queued" and run.id not in self._busy.values():
-                run.set_status(state="stopped", message="Removed from the queue before it started.")
+                run.set_status(state="stopped", message=Message("Removed from the queue before it started."))
                 return
         run.request_stop()
         threading.Thread(target=self._kill_after_timeout, args=(run,), daemon=True).start()
@@ -114,7 +117,7 @@ class JobQueue:
         run = find_run(self.workspace, run_id)
         self._check_owner(run, user, admin)
         if run.state in ("queued", "running"):
-            raise ValueError(f"Run {run_id} is {run.state}; stop it before deleting it.")
+            raise ValueError(Message("Run {run} is {state}; stop it before deleting it.", run=run_id, state=run.state))
         shutil.rmtree(run.path)
 
     def queue(self) -> list[Run]:
@@ -148,7 +151,8 @@ class JobQueue:
     def _check_owner(run: Run, user: str, admin: bool) -> None:
         owner = run.status().get("owner", "local")
         if not admin and owner != user:
-            raise NotAllowed(f"Run {run.id} belongs to {owner}; only they or an administrator can change it.")
+            raise NotAllowed(Message("Run {run} belongs to {owner}; only they or an administrator can change it.",
+                                     run=run.id, owner=owner))
 
     def _notify(self) -> None:
         with self._wake:
@@ -160,8 +164,8 @@ class JobQueue:
             status = run.status()
             if status.get("state") == "running" and not pid_alive(status.get("pid")):
                 run.set_status(state="interrupted", pid=None,
-                               message="The app stopped while this run was training. Resume continues from its "
-                                       "last checkpoint.")
+                               message=Message("The app stopped while this run was training. Resume continues "
+                                               "from its last checkpoint."))
 
     def _dispatch(self) -> None:
         while not self._closing:
@@ -171,7 +175,7 @@ class JobQueue:
                     try:
                         devices = self._devices_for(run)
                     except ValueError as e:
-                        run.set_status(state="failed", message=str(e), ended=time.time())
+                        run.set_status(state="failed", message=text_of(e), ended=time.time())
                         continue
                     if devices is None:
                         break  # first come, first served: the runs behind wait for this one
@@ -194,8 +198,9 @@ class JobQueue:
         wanted = [str(g) for g in config.gpus]
         missing = [g for g in wanted if g not in self.devices]
         if missing and self.devices != [""]:
-            raise ValueError(f"GPU {', '.join(missing)} is not available to this studio (it may use GPU "
-                             f"{', '.join(self.devices)}). Choose other GPUs in the Train tab.")
+            raise ValueError(Message("GPU {missing} is not available to this studio (it may use GPU {allowed}). Choose "
+                                     "other GPUs in the Train tab.", missing=", ".join(missing),
+                                     allowed=", ".join(self.devices)))
         return wanted
 
     def _start(self, run: Run, devices: list[str]) -> None:
@@ -238,13 +243,14 @@ class JobQueue:
             return  # the app is shutting down: the next start shows this run as interrupted
         if run.state == "running":  # the child died without saying how it ended
             if run.stop_requested:
-                state, message = "stopped", ("Stopped by force after it did not stop in time; resume continues "
-                                             "from its last checkpoint.")
+                state, message = "stopped", Message("Stopped by force after it did not stop in time; resume "
+                                                    "continues from its last checkpoint.")
             elif code == -signal.SIGKILL:
-                state, message = "interrupted", ("The training process was killed (out of system memory, or by "
-                                                 "hand). Resume continues from its last checkpoint.")
+                state, message = "interrupted", Message("The training process was killed (out of system memory, or "
+                                                        "by hand). Resume continues from its last checkpoint.")
             else:
-                state, message = "failed", f"The training process ended unexpectedly (exit code {code}). See the log."
+                state, message = "failed", Message("The training process ended unexpectedly (exit code {code}). See "
+                                                   "the log.", code=code)
             run.set_status(state=state, message=message, pid=None, ended=time.time())
         run.stop_path.unlink(missing_ok=True)
 

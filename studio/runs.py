@@ -17,6 +17,7 @@ from datetime import datetime
 from pathlib import Path
 
 from .config import TrainConfig
+from .messages import fields
 from .workspace import Workspace, read_json, read_jsonl, safe_name, write_json
 
 ACTIVE = ("queued", "running")
@@ -63,7 +64,11 @@ class Run:
         return read_json(self.path / "status.json", {}) or {}
 
     def set_status(self, **changes) -> dict:
-        status = {**self.status(), **changes}
+        status = self.status()
+        if "message" in changes:  # a Message is saved with its template; an earlier message's must not outlive it
+            status = {k: v for k, v in status.items() if not k.startswith("message_")}
+            changes.update(fields(changes["message"]))
+        status = {**status, **changes}
         write_json(self.path / "status.json", status)
         return status
 

@@ -53,6 +53,18 @@ def ui_strings() -> dict[str, list[str]]:
     return found
 
 
+def message_strings() -> dict[str, list[str]]:
+    """Every template the engine builds a Message from (studio/messages.py), with where it is."""
+    found: dict[str, list[str]] = {}
+    for path in sorted(set(UI.parent.rglob("*.py")) - {UI.parent / "messages.py"}):  # which rebuilds them
+        for node in ast.walk(ast.parse(path.read_text(encoding="utf-8"))):
+            if isinstance(node, ast.Call) and _name(node.func) == "Message" and node.args:
+                where = f"{path.relative_to(UI.parent)}:{node.lineno}"
+                assert _text(node.args[0]), f"{where}: a Message needs a literal template to be found in a catalog"
+                found.setdefault(_text(node.args[0]), []).append(where)
+    return found
+
+
 def preset_strings() -> set[str]:
     from studio.config import load_presets
 
@@ -90,6 +102,9 @@ def test_every_ui_text_is_translated_with_the_same_placeholders(lang):
     wanted = ui_strings()
     wanted.update({text: ["presets/*.yaml"] for text in preset_strings()})
     assert len(wanted) > 150  # the extraction itself works
+    engine = message_strings()
+    assert len(engine) > 50
+    wanted.update(engine)
     missing = {text: where for text, where in wanted.items() if not (catalog.get(text) or "").strip()}
     assert not missing, f"{lang} lacks translations for: {json.dumps(missing, ensure_ascii=False, indent=1)}"
     for english, translated in catalog.items():
@@ -106,6 +121,46 @@ def test_translate_falls_back_to_english_then_formats():
     assert translate("zh-Hans", "No such text {x}", x=1) == "No such text 1"
     assert translate("fr", "Stop") == "Stop"
     assert Translator("zh-Hant")("Stop") == "停止" and Translator()("Stop") == "Stop"
+
+
+def test_engine_messages_show_translated_and_fall_back_to_english(tmp_path):
+    from studio.config import ConfigError, TrainConfig
+    from studio.data import DatasetError
+    from studio.data.readers import read_table
+    from studio.messages import Message
+    from studio.runs import Run
+
+    hant, hans = Translator("zh-Hant"), Translator("zh-Hans")
+    reason = Message.join("; ", [Message("turn {i} has no role", i=2), Message("'{column}' is empty", column="q")])
+    assert hant.message(reason) == "第 2 則發言沒有 role; 「q」是空的"
+    assert hans.message(reason) == "第 2 条发言没有 role; “q”是空的"
+    assert Translator().message(reason) == reason == "turn 2 has no role; 'q' is empty"
+    assert hant.message(Message("Not in any catalog {n}", n=1)) == "Not in any catalog 1"
+    assert hant.message("plain text") == "plain text" and hant.message(None) == ""
+    with pytest.raises(ConfigError) as bad_config:
+        TrainConfig(dataset="", lora_r=0).validate()
+    assert hant.message(bad_config.value) == "lora_r 必須介於 1 和 1024 之間（目前是 0）; dataset：請選擇要訓練的資料集"
+    with pytest.raises(DatasetError) as no_file:
+        read_table("/no/such/file.csv")
+    assert hans.message(no_file.value) == "/no/such/file.csv：找不到这个文件。请检查路径。"
+
+    run = Run(tmp_path)  # status.json keeps a Message's template, and forgets it when a plain text replaces it
+    run.set_status(state="completed", message=Message("Finished."))
+    assert run.status()["message"] == "Finished." and hant.message(run.status()) == "完成。"
+    run.set_status(message="by hand")
+    assert hant.message(run.status()) == "by hand" and set(run.status()) == {"state", "message"}
+
+
+def test_a_dataset_problem_reason_shows_in_chinese(tmp_path):
+    from studio.data.report import inspect_file
+    from studio.ui.dataset_tab import problems_table
+
+    data = tmp_path / "chat.jsonl"
+    data.write_text('{"messages": [{"role": "user", "content": "hi"}, {"role": "assistant", "content": "yo"}]}\n'
+                    '{"messages": [{"role": "user", "content": "hi"}, {"content": "yo"}]}\n', encoding="utf-8")
+    report = inspect_file(data)
+    assert report.problems[0].reason == "turn 2 has no role"
+    assert problems_table(report, Translator("zh-Hant")).iloc[0].tolist() == [2, "第 2 則發言沒有 role"]
 
 
 def request(cookie: str | None = None, accept: str | None = None):

@@ -13,22 +13,24 @@ import re
 from dataclasses import dataclass
 from pathlib import Path
 
+from ..messages import Message
 from .errors import DatasetError, Problem
 
 EXTENSIONS = {".csv": "csv", ".tsv": "tsv", ".json": "json", ".jsonl": "jsonl", ".ndjson": "jsonl",
               ".parquet": "parquet", ".txt": "text", ".md": "text"}
 SUPPORTED = ".csv, .tsv, .json, .jsonl, .parquet, .txt"
-SAVE_AS_UTF8 = "Open it in a text editor or spreadsheet and save it as UTF-8 (\"CSV UTF-8\" in Excel)."
+SAVE_AS_UTF8 = Message("Open it in a text editor or spreadsheet and save it as UTF-8 (\"CSV UTF-8\" in Excel).")
 
 _BOMS = (  # UTF-32 first: its little-endian mark begins with UTF-16's
     (codecs.BOM_UTF32_LE, "utf-32"), (codecs.BOM_UTF32_BE, "utf-32"), (codecs.BOM_UTF8, "utf-8-sig"),
     (codecs.BOM_UTF16_LE, "utf-16"), (codecs.BOM_UTF16_BE, "utf-16"),
 )
 _MAGIC = (  # signatures of binary files people upload by mistake, for a message that says what it is
-    (b"PK\x03\x04", "a ZIP archive (an Excel .xlsx file is one: export the sheet as CSV UTF-8 instead)"),
-    (b"%PDF", "a PDF document"), (b"\x89PNG", "a PNG image"), (b"\xff\xd8\xff", "a JPEG image"),
-    (b"GIF8", "a GIF image"), (b"\x1f\x8b", "a gzip archive (unpack it first)"),
-    (b"SQLite format 3", "an SQLite database"), (b"\xd0\xcf\x11\xe0", "an old Office document (.xls/.doc)"),
+    (b"PK\x03\x04", Message("a ZIP archive (an Excel .xlsx file is one: export the sheet as CSV UTF-8 instead)")),
+    (b"%PDF", Message("a PDF document")), (b"\x89PNG", Message("a PNG image")),
+    (b"\xff\xd8\xff", Message("a JPEG image")), (b"GIF8", Message("a GIF image")),
+    (b"\x1f\x8b", Message("a gzip archive (unpack it first)")), (b"SQLite format 3", Message("an SQLite database")),
+    (b"\xd0\xcf\x11\xe0", Message("an old Office document (.xls/.doc)")),
 )
 _CONTROL = re.compile("[\x00-\x08\x0e-\x1f\x7f-\x9f]")  # control characters other than tabs and line breaks
 _DELIMITERS = (",", ";", "\t", "|")
@@ -49,13 +51,14 @@ def read_table(path: str | Path) -> Table:
     """Every row of a data file; rows that cannot be read are listed in problems, not raised."""
     path = Path(path)
     if not path.is_file():
-        raise DatasetError(f"{path}: no such file. Check the path.")
+        raise DatasetError(Message("{file}: no such file. Check the path.", file=str(path)))
     try:
         data = path.read_bytes()
     except OSError as e:
-        raise DatasetError(f"{path.name} cannot be read ({e.strerror}). Check that the file is readable.") from None
+        raise DatasetError(Message("{file} cannot be read ({error}). Check that the file is readable.", file=path.name,
+                                   error=e.strerror)) from None
     if not data.strip():
-        raise DatasetError(f"{path.name} is empty. Pick a file that holds your examples.")
+        raise DatasetError(_empty(path))
     kind = EXTENSIONS.get(path.suffix.lower())
     if kind == "parquet" or data.startswith(b"PAR1"):  # also Parquet by its signature, whatever its name
         table = _read_parquet(path)
@@ -63,15 +66,16 @@ def read_table(path: str | Path) -> Table:
         _refuse_binary(path, data)
         text, encoding = _decode(path, data)
         if not text.strip():
-            raise DatasetError(f"{path.name} is empty. Pick a file that holds your examples.")
+            raise DatasetError(_empty(path))
         table = _read_text_kind(path, text, kind or _sniff(path, text))
         table.encoding = encoding
     if not table.rows:
         if table.problems:
             first = table.problems[0]
-            raise DatasetError(f"{path.name}: no row could be read ({len(table.problems)} skipped; row {first.row}: "
-                               f"{first.reason}). Check that the file is really {table.kind.upper()}.")
-        raise DatasetError(f"{path.name} holds no rows. Pick a file that holds your examples.")
+            raise DatasetError(Message("{file}: no row could be read ({skipped} skipped; row {row}: {reason}). Check "
+                                       "that the file is really {kind}.", file=path.name, skipped=len(table.problems),
+                                       row=first.row, reason=first.reason, kind=table.kind.upper()))
+        raise DatasetError(_no_rows(path))
     return table
 
 
@@ -80,10 +84,12 @@ def read_table(path: str | Path) -> Table:
 def _refuse_binary(path: Path, data: bytes) -> None:
     for magic, what in _MAGIC:
         if data.startswith(magic):
-            raise DatasetError(f"{path.name} is {what}, not a data file. Supported files: {SUPPORTED}.")
+            raise DatasetError(Message("{file} is {what}, not a data file. Supported files: {supported}.",
+                                       file=path.name, what=what, supported=SUPPORTED))
     if b"\x00" in data and not any(data.startswith(bom) for bom, _ in _BOMS):
-        raise DatasetError(f"{path.name} is a binary file (it holds NUL bytes), or UTF-16 text without a "
-                           f"byte-order mark. Supported files: {SUPPORTED}. {SAVE_AS_UTF8}")
+        raise DatasetError(Message("{file} is a binary file (it holds NUL bytes), or UTF-16 text without a byte-order "
+                                   "mark. Supported files: {supported}. {advice}", file=path.name, supported=SUPPORTED,
+                                   advice=SAVE_AS_UTF8))
 
 
 def _decode(path: Path, data: bytes) -> tuple[str, str]:
@@ -91,8 +97,8 @@ def _decode(path: Path, data: bytes) -> tuple[str, str]:
     # Windows line endings would otherwise end up inside answers; a doubled BOM survives decoding
     text = text.replace("\r\n", "\n").lstrip("\ufeff")
     if _controls(text) > max(8, len(text) // 100):
-        raise DatasetError(f"{path.name} looks like a binary file (it is full of control characters). "
-                           f"Supported files: {SUPPORTED}.")
+        raise DatasetError(Message("{file} looks like a binary file (it is full of control characters). Supported "
+                                   "files: {supported}.", file=path.name, supported=SUPPORTED))
     return text, encoding
 
 
@@ -102,8 +108,9 @@ def _decode_bytes(path: Path, data: bytes) -> tuple[str, str]:
             try:
                 return data.decode(encoding), encoding
             except UnicodeDecodeError:
-                raise DatasetError(f"{path.name} starts with a {encoding.upper()} byte-order mark but is not valid "
-                                   f"{encoding.upper()} text. {SAVE_AS_UTF8}") from None
+                raise DatasetError(Message("{file} starts with a {encoding} byte-order mark but is not valid "
+                                           "{encoding} text. {advice}", file=path.name, encoding=encoding.upper(),
+                                           advice=SAVE_AS_UTF8)) from None
     try:
         return data.decode("utf-8"), "utf-8"
     except UnicodeDecodeError:
@@ -115,7 +122,8 @@ def _decode_bytes(path: Path, data: bytes) -> tuple[str, str]:
     except UnicodeDecodeError:
         text = None
     if text is None or _controls(text):
-        raise DatasetError(f"{path.name} is not UTF-8 text and its encoding cannot be recognised. {SAVE_AS_UTF8}")
+        raise DatasetError(Message("{file} is not UTF-8 text and its encoding cannot be recognised. {advice}",
+                                   file=path.name, advice=SAVE_AS_UTF8))
     return text, "cp1252"
 
 
@@ -133,8 +141,8 @@ def _sniff(path: Path, text: str) -> str:
         counts = {len(cells) for cells in csv.reader(lines, delimiter=delimiter)}
         if len(lines) >= 2 and len(counts) == 1 and counts.pop() >= 2:
             return kind
-    raise DatasetError(f"{path.name}: cannot tell what kind of file this is. Supported files: {SUPPORTED}; "
-                       "give the file one of these extensions.")
+    raise DatasetError(Message("{file}: cannot tell what kind of file this is. Supported files: {supported}; give the "
+                               "file one of these extensions.", file=path.name, supported=SUPPORTED))
 
 
 def _read_text_kind(path: Path, text: str, kind: str) -> Table:
@@ -157,24 +165,26 @@ def _read_delimited(path: Path, text: str, kind: str) -> Table:
     try:
         header = next((cells for cells in reader if any(c.strip() for c in cells)), None)
         if header is None:
-            raise DatasetError(f"{path.name} holds no rows. Pick a file that holds your examples.")
+            raise DatasetError(_no_rows(path))
         columns = [name.strip() or f"column_{i + 1}" for i, name in enumerate(header)]
         repeated = sorted({c for c in columns if columns.count(c) > 1})
         if repeated:
-            raise DatasetError(f"{path.name}: the header names the column '{repeated[0]}' more than once. "
-                               "Give every column its own name in the first row.")
+            raise DatasetError(Message("{file}: the header names the column '{column}' more than once. Give every "
+                                       "column its own name in the first row.", file=path.name, column=repeated[0]))
         for number, cells in enumerate(reader, 1):
             if not any(c.strip() for c in cells):
                 continue  # an empty line or a spreadsheet's empty row: not an example
             if len(cells) > len(columns) and any(c.strip() for c in cells[len(columns):]):
-                problems.append(Problem(number, f"has {len(cells)} cells but the header has {len(columns)} "
-                                                "columns; put a value that contains the separator in double quotes"))
+                problems.append(Problem(number, Message(
+                    "has {cells} cells but the header has {columns} columns; put a value that contains the separator "
+                    "in double quotes", cells=len(cells), columns=len(columns))))
                 continue
             rows.append(dict(zip(columns, cells)))
             numbers.append(number)
     except csv.Error as e:
-        raise DatasetError(f"{path.name} is not valid {kind.upper()} near line {reader.line_num}: {e}. "
-                           "Export it again from your spreadsheet.") from None
+        raise DatasetError(Message("{file} is not valid {kind} near line {line}: {error}. Export it again from your "
+                                   "spreadsheet.", file=path.name, kind=kind.upper(), line=reader.line_num,
+                                   error=str(e))) from None
     return Table(rows, columns, problems, kind, numbers)
 
 
@@ -182,12 +192,12 @@ def _read_json(path: Path, text: str) -> Table:
     try:
         data = json.loads(text)
     except RecursionError:
-        raise DatasetError(f"{path.name} is nested too deeply to be a table of examples.") from None
+        raise DatasetError(Message("{file} is nested too deeply to be a table of examples.", file=path.name)) from None
     except ValueError as e:
         if isinstance(e, json.JSONDecodeError) and e.msg == "Extra data":
             return _read_jsonl(text)  # one object per line in a file called .json
-        raise DatasetError(f"{path.name} is not valid JSON: {_json_error(e, True)}. Fix that spot, "
-                           "or check the file in a JSON validator.") from None
+        raise DatasetError(Message("{file} is not valid JSON: {error}. Fix that spot, or check the file in a JSON "
+                                   "validator.", file=path.name, error=_json_error(e, True))) from None
     return _table(enumerate(_rows_of(path, data), 1), [], "json")
 
 
@@ -198,20 +208,20 @@ def _rows_of(path: Path, data) -> list:
     if isinstance(data, list):
         return data
     if not isinstance(data, dict):
-        raise DatasetError(f"{path.name} holds a single {_type_name(data)}, not a list of examples. "
-                           'Expected [{"instruction": ..., "output": ...}, ...].')
+        raise DatasetError(Message('{file} holds a single {type}, not a list of examples. Expected [{{"instruction": '
+                                   '..., "output": ...}}, ...].', file=path.name, type=_type_name(data)))
     if any(_is_turn_list(v) for v in data.values()):
         return [data]  # one conversation on its own
     lists = [k for k, v in data.items() if isinstance(v, list) and v and all(isinstance(x, dict) for x in v)]
     if len(lists) == 1:
         return data[lists[0]]
     if len(lists) > 1:
-        raise DatasetError(f"{path.name} holds several lists of rows ({', '.join(lists)}). Keep only the one "
-                           "to train on, or save each in its own file.")
+        raise DatasetError(Message("{file} holds several lists of rows ({lists}). Keep only the one to train on, or "
+                                   "save each in its own file.", file=path.name, lists=", ".join(lists)))
     if data and not any(isinstance(v, (list, dict)) for v in data.values()):
         return [data]  # a single example
-    raise DatasetError(f"{path.name} holds a JSON object but no list of rows in it. "
-                       'Expected [{...}, {...}] or {"data": [{...}, {...}]}.')
+    raise DatasetError(Message('{file} holds a JSON object but no list of rows in it. Expected [{{...}}, {{...}}] or '
+                               '{{"data": [{{...}}, {{...}}]}}.', file=path.name))
 
 
 def _is_turn_list(value) -> bool:
@@ -228,9 +238,9 @@ def _read_jsonl(text: str) -> Table:
         try:
             items.append((number, json.loads(line)))
         except RecursionError:
-            problems.append(Problem(number, "broken JSON: nested too deeply"))
+            problems.append(Problem(number, Message("broken JSON: nested too deeply")))
         except ValueError as e:
-            problems.append(Problem(number, f"broken JSON: {_json_error(e, False)}"))
+            problems.append(Problem(number, Message("broken JSON: {error}", error=_json_error(e, False))))
     return _table(items, problems, "jsonl")
 
 
@@ -250,8 +260,10 @@ def _table(numbered_items, problems: list[Problem], kind: str) -> Table:
 def _json_error(error: ValueError, with_line: bool) -> str:
     if not isinstance(error, json.JSONDecodeError):
         return str(error)  # e.g. a number too long to convert
-    where = f"line {error.lineno}, column {error.colno}" if with_line else f"column {error.colno}"
-    return f"{error.msg.removesuffix(' starting at')} at {where}"
+    what = error.msg.removesuffix(" starting at")  # Python's own words: left in English
+    if with_line:
+        return Message("{what} at line {line}, column {column}", what=what, line=error.lineno, column=error.colno)
+    return Message("{what} at column {column}", what=what, column=error.colno)
 
 
 def _as_row(item) -> tuple[dict | None, str]:
@@ -260,10 +272,10 @@ def _as_row(item) -> tuple[dict | None, str]:
     elif _is_turn_list(item):
         item = {"messages": item}
     if not isinstance(item, dict):
-        return None, f"is a JSON {_type_name(item)}, not an object with named fields"
+        return None, Message("is a JSON {type}, not an object with named fields", type=_type_name(item))
     if _has_lone_surrogate(item):
         # "\ud800"-style escapes decode to characters that cannot be written or tokenized
-        return None, "holds a broken \\u escape (half of a surrogate pair); fix or remove it"
+        return None, Message("holds a broken \\u escape (half of a surrogate pair); fix or remove it")
     return item, ""
 
 
@@ -311,9 +323,17 @@ def _read_parquet(path: Path) -> Table:
         rows = table.to_pylist()
     except Exception as e:  # noqa: BLE001 - pyarrow raises many types for a damaged file; all mean the same
         reason = (str(e).strip().splitlines() or [type(e).__name__])[0][:200]
-        raise DatasetError(f"{path.name} is not a readable Parquet file ({reason}). Export it again, "
-                           "or save it as CSV or JSONL.") from None
+        raise DatasetError(Message("{file} is not a readable Parquet file ({reason}). Export it again, or save it as "
+                               "CSV or JSONL.", file=path.name, reason=reason)) from None
     return Table(rows, [str(c) for c in table.column_names], [], "parquet", list(range(1, len(rows) + 1)))
+
+
+def _empty(path: Path) -> Message:
+    return Message("{file} is empty. Pick a file that holds your examples.", file=path.name)
+
+
+def _no_rows(path: Path) -> Message:
+    return Message("{file} holds no rows. Pick a file that holds your examples.", file=path.name)
 
 
 def _columns(rows: list[dict]) -> list[str]:

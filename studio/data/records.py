@@ -7,9 +7,10 @@ from __future__ import annotations
 
 import math
 
-from .errors import DatasetError, Problem
+from ..messages import Message
+from .errors import Problem
 from .readers import Table
-from .shapes import FORMATS, as_turns
+from .shapes import as_turns, check_format
 
 ROLES = {"system": "system", "user": "user", "human": "user", "assistant": "assistant", "gpt": "assistant",
          "bot": "assistant", "model": "assistant", "chatgpt": "assistant"}
@@ -23,15 +24,14 @@ def normalise(table: Table, fmt: str, mapping: dict[str, str]) -> tuple[list[dic
 
 def normalise_numbered(table: Table, fmt: str, mapping: dict[str, str]) -> tuple[list[tuple[int, dict]], list[Problem]]:
     """Like normalise, with each record's row number kept beside it."""
-    if fmt not in FORMATS:
-        raise DatasetError(f"Unknown format '{fmt}'. Choose one of: {', '.join(FORMATS)}.")
+    check_format(fmt)
     columns = {field: column for column, field in mapping.items()}
     make = _chat if fmt in ("sharegpt", "messages") else _text if fmt == "text" else _qa
     records, problems = [], list(table.problems)
     for number, row in zip(table.row_numbers, table.rows):
         record, reasons = make(row, columns)
         if reasons:
-            problems.append(Problem(number, "; ".join(reasons)))
+            problems.append(Problem(number, Message.join("; ", reasons)))
         else:
             records.append((number, record))
     problems.sort(key=lambda p: p.row)
@@ -65,38 +65,40 @@ def _chat(row: dict, columns: dict[str, str]) -> tuple[dict | None, list[str]]:
     reasons: list[str] = []
     system = _field(row, columns.get("system"), False, reasons)
     if column not in row:
-        return None, [f"missing field '{column}'"]
+        return None, [_missing(column)]
     raw = row[column]
     turns = as_turns(raw)
     if turns is None:
         if isinstance(raw, str) and raw.lstrip().startswith("["):
-            return None, [f"'{column}' is not valid JSON"]
+            return None, [Message("'{column}' is not valid JSON", column=column)]
         if raw in (None, "", []):
-            return None, [f"'{column}' is empty"]
-        return None, [f"'{column}' holds {_a(raw)}, expected a list of turns with role and content"]
+            return None, [_empty(column)]
+        return None, [Message("'{column}' holds {value}, expected a list of turns with role and content",
+                              column=column, value=_a(raw))]
     messages = []
     for i, turn in enumerate(turns, 1):
         if not isinstance(turn, dict):
-            reasons.append(f"turn {i} is {_a(turn)}, expected an object with role and content")
+            reasons.append(Message("turn {i} is {value}, expected an object with role and content", i=i,
+                                   value=_a(turn)))
             continue
         raw_role = turn.get("role", turn.get("from"))
         if raw_role is None:
-            reasons.append(f"turn {i} has no role")
+            reasons.append(Message("turn {i} has no role", i=i))
             continue
         role = ROLES.get(raw_role.strip().lower()) if isinstance(raw_role, str) else None
         if role is None:
-            reasons.append(f"turn {i} has unknown role '{raw_role}' (use system, user or assistant; "
-                           "human and gpt also work)")
+            reasons.append(Message("turn {i} has unknown role '{role}' (use system, user or assistant; human and gpt "
+                                   "also work)", i=i, role=raw_role))
             continue
         key = next((k for k in ("content", "value", "text") if k in turn), None)
         if key is None:
-            reasons.append(f"turn {i} ({role}) has no content")
+            reasons.append(Message("turn {i} ({role}) has no content", i=i, role=role))
             continue
         content = _turn_text(turn[key], i, role, reasons)
         if content is not None:
             messages.append({"role": role, "content": content})
     if not reasons and not any(m["role"] == "assistant" for m in messages):
-        reasons.append("no assistant turn, so there is no answer to learn from")
+        reasons.append(Message("no assistant turn, so there is no answer to learn from"))
     if reasons:
         return None, reasons
     if system and messages[0]["role"] != "system":
@@ -110,13 +112,14 @@ def _turn_text(value, i: int, role: str, reasons: list[str]) -> str | None:
         if all(isinstance(p, dict) and p.get("type") == "text" and isinstance(p.get("text"), str) for p in value):
             value = "".join(p["text"] for p in value)
         else:
-            reasons.append(f"turn {i} ({role}) holds an image or other non-text part; only text can be trained")
+            reasons.append(Message("turn {i} ({role}) holds an image or other non-text part; only text can be trained",
+                                   i=i, role=role))
             return None
     text = _as_text(value)
     if text is None:
-        reasons.append(f"turn {i} ({role}) holds {_a(value)}, expected text")
+        reasons.append(Message("turn {i} ({role}) holds {value}, expected text", i=i, role=role, value=_a(value)))
     elif not text.strip():
-        reasons.append(f"turn {i} ({role}) is empty")
+        reasons.append(Message("turn {i} ({role}) is empty", i=i, role=role))
         return None
     return text
 
@@ -127,15 +130,15 @@ def _field(row: dict, column: str | None, required: bool, reasons: list[str]) ->
         return ""
     if column not in row:
         if required:
-            reasons.append(f"missing field '{column}'")
+            reasons.append(_missing(column))
         return ""
     value = row[column]
     text = _as_text(value)
     if text is None:
-        reasons.append(f"'{column}' holds {_a(value)}, expected text")
+        reasons.append(Message("'{column}' holds {value}, expected text", column=column, value=_a(value)))
         return ""
     if required and not text.strip():
-        reasons.append(f"'{column}' is empty")
+        reasons.append(_empty(column))
     return text if text.strip() else ""
 
 
@@ -150,6 +153,16 @@ def _as_text(value) -> str | None:
     return None
 
 
-def _a(value) -> str:
-    names = {list: "a list", dict: "an object", bool: "true/false", str: "text"}
-    return names.get(type(value), f"a {type(value).__name__}")
+def _missing(column: str) -> Message:
+    return Message("missing field '{column}'", column=column)
+
+
+def _empty(column: str) -> Message:
+    return Message("'{column}' is empty", column=column)
+
+
+_KINDS = {list: Message("a list"), dict: Message("an object"), bool: Message("true/false"), str: Message("text")}
+
+
+def _a(value) -> Message:
+    return _KINDS.get(type(value)) or Message("a {type}", type=type(value).__name__)

@@ -4,6 +4,7 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 from pathlib import Path
 
+from ..messages import Message
 from .errors import DatasetError, Problem
 from .readers import read_table
 from .records import normalise_numbered
@@ -69,12 +70,13 @@ def inspect_file(path: str | Path, tokenizer=None, mapping: dict[str, str] | Non
     With a tokenizer every valid record is rendered and counted, and one the template refuses is skipped."""
     path = Path(path)
     if not isinstance(max_length, int) or max_length < 1:
-        raise DatasetError(f"The maximum length must be a whole number of tokens above 0 (got {max_length}).")
+        raise DatasetError(Message("The maximum length must be a whole number of tokens above 0 (got {value}).",
+                                   value=max_length))
     table = read_table(path)
     try:
         fmt, mapping = detect_format(table.columns, table.rows, mapping, fmt)
     except DatasetError as e:
-        raise DatasetError(f"{path.name}: {e}") from None
+        raise DatasetError(Message("{file}: {error}", file=path.name, error=e.args[0])) from None
     numbered, problems = normalise_numbered(table, fmt, mapping)
     report = DatasetReport(path.name, table.kind, table.encoding, fmt, mapping, table.columns, problems,
                            max_length, [r for _, r in numbered], [n for n, _ in numbered])
@@ -92,7 +94,7 @@ def count_tokens(report: DatasetReport, tokenizer) -> None:
         try:
             rendered.append(render_record(tokenizer, record))
         except DatasetError as e:
-            report.problems.append(Problem(number, str(e)))
+            report.problems.append(Problem(number, e.args[0]))
             continue
         records.append(record)
         rows.append(number)

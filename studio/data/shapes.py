@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import json
 
+from ..messages import Message
 from .errors import DatasetError
 
 FORMATS = ("alpaca", "sharegpt", "messages", "completion", "text")
@@ -49,8 +50,8 @@ def detect_format(columns: list[str], rows: list[dict], overrides: dict[str, str
     overrides ({column: field}, field may be 'ignore') are applied over the guessed mapping and steer the
     decision: a column mapped to 'text' by hand makes the format text. fmt forces the format.
     """
-    if fmt is not None and fmt not in FORMATS:
-        raise DatasetError(f"Unknown format '{fmt}'. Choose one of: {', '.join(FORMATS)}.")
+    if fmt is not None:
+        check_format(fmt)
     overrides = _check_overrides(columns, overrides or {})
     mapping = _guess(columns, rows)
     for column, field in overrides.items():
@@ -63,29 +64,40 @@ def detect_format(columns: list[str], rows: list[dict], overrides: dict[str, str
     missing = [s for s in _REQUIRED[fmt] if s not in by_slot]
     if missing:
         need = [_FORMAT_FIELDS[fmt][s] for s in missing]
-        raise DatasetError(f"The {fmt} format needs a column for {' and '.join(need)}, but none of the columns "
-                           f"({', '.join(columns)}) was recognised as one. Map it by hand, e.g. COLUMN={need[0]}.")
+        raise DatasetError(Message("The {format} format needs a column for {fields}, but none of the columns "
+                                   "({columns}) was recognised as one. Map it by hand, e.g. COLUMN={field}.",
+                                   format=fmt, fields=" and ".join(need), columns=", ".join(columns), field=need[0]))
     unused = [s for s in wanted if s not in _FORMAT_FIELDS[fmt]]
     if unused:
-        raise DatasetError(f"The {fmt} format has no {' or '.join(sorted(unused))} field. "
-                           f"Choose another format or map those columns to '{IGNORE}'.")
+        raise DatasetError(Message("The {format} format has no {fields} field. Choose another format or map those "
+                                   "columns to '{ignore}'.", format=fmt, fields=" or ".join(sorted(unused)),
+                                   ignore=IGNORE))
     if fmt in ("sharegpt", "messages") and not _conversation_values(rows, by_slot["conversation"]):
-        raise DatasetError(f"Column '{by_slot['conversation']}' does not hold conversations (lists of turns "
-                           'like [{"role": "user", "content": ...}]). Map another column or choose another format.')
+        raise DatasetError(Message('Column \'{column}\' does not hold conversations (lists of turns like [{{"role": '
+                                   '"user", "content": ...}}]). Map another column or choose another format.',
+                                   column=by_slot["conversation"]))
     names = _FORMAT_FIELDS[fmt]
     used = {column: names[slot] for slot, column in by_slot.items() if slot in names}
     return fmt, {column: used[column] for column in columns if column in used}  # in the file's column order
+
+
+def check_format(fmt: str) -> None:
+    if fmt not in FORMATS:
+        raise DatasetError(Message("Unknown format '{format}'. Choose one of: {formats}.", format=fmt,
+                                   formats=", ".join(FORMATS)))
 
 
 def _check_overrides(columns: list[str], overrides: dict[str, str]) -> dict[str, str]:
     checked = {}
     for column, field in overrides.items():
         if column not in columns:
-            raise DatasetError(f"There is no column '{column}' to map. Columns: {', '.join(columns)}.")
+            raise DatasetError(Message("There is no column '{column}' to map. Columns: {columns}.", column=column,
+                                       columns=", ".join(columns)))
         field = str(field).strip().lower()
         if field not in _SLOT and field != IGNORE:
-            raise DatasetError(f"Unknown field '{field}' for column '{column}'. Fields: {', '.join(FIELDS)}, "
-                               f"or '{IGNORE}' to leave the column out.")
+            raise DatasetError(Message("Unknown field '{field}' for column '{column}'. Fields: {fields}, or '{ignore}' "
+                                       "to leave the column out.", field=field, column=column,
+                                       fields=", ".join(FIELDS), ignore=IGNORE))
         checked[column] = field
     return checked
 
@@ -139,9 +151,9 @@ def _decide(mapping: dict[str, str], rows: list[dict], wanted: set[str], columns
     for fmt in FORMATS:  # what the user's own mapping is heading for; the caller says what is missing
         if wanted and wanted <= set(_FORMAT_FIELDS[fmt]):
             return fmt
-    raise DatasetError(f"Could not tell which columns hold the examples (columns: {', '.join(columns)}). "
-                       "Map them by hand, e.g. question=instruction and answer=output. "
-                       f"Fields: {', '.join(FIELDS)}.")
+    raise DatasetError(Message("Could not tell which columns hold the examples (columns: {columns}). Map them by "
+                               "hand, e.g. question=instruction and answer=output. Fields: {fields}.",
+                               columns=", ".join(columns), fields=", ".join(FIELDS)))
 
 
 def _conversation_values(rows: list[dict], column: str) -> bool:

@@ -5,6 +5,7 @@ import math
 import random
 import statistics
 
+from ..messages import Message
 from .errors import DatasetError
 
 
@@ -45,7 +46,8 @@ def split(records: list, val_fraction: float, seed: int) -> tuple[list, list]:
     """Training and validation records, the same for the same seed; both keep the records' order.
     With val_fraction > 0 and at least two records, validation gets at least one and training keeps one."""
     if not 0 <= val_fraction < 1:
-        raise DatasetError(f"The validation fraction must be at least 0 and below 1 (got {val_fraction}).")
+        raise DatasetError(Message("The validation fraction must be at least 0 and below 1 (got {value}).",
+                                   value=val_fraction))
     n = len(records)
     n_val = min(max(round(n * val_fraction), 1), n - 1) if val_fraction > 0 and n >= 2 else 0
     chosen = set(random.Random(seed).sample(range(n), n_val))

@@ -8,6 +8,7 @@ import tempfile
 import time
 from pathlib import Path
 
+from ..messages import Message
 from ..workspace import UnsafePath, Workspace, read_json, safe_name, write_json
 from .errors import DatasetError
 from .report import DatasetReport, inspect_file
@@ -22,15 +23,17 @@ def save_dataset(workspace: Workspace, name: str, source_path: str | Path, repor
     """Store the upload, its valid records and its report (with who saved it) under datasets/<safe name>/. An
     existing dataset of that name is only replaced with overwrite=True, and then only once the new one is complete."""
     if not report.records:
-        raise DatasetError(f"{report.file} has no valid rows to save. Fix the problems listed in the report first.")
+        raise DatasetError(Message("{file} has no valid rows to save. Fix the problems listed in the report first.",
+                                   file=report.file))
     folder = safe_name(name, "dataset")
     try:
         target = workspace.inside(workspace.datasets / folder)
     except UnsafePath:
-        raise DatasetError(f"'{name}' cannot be used as a dataset name. Use letters, digits, '-' and '_'.") from None
+        raise DatasetError(Message("'{name}' cannot be used as a dataset name. Use letters, digits, '-' and '_'.",
+                                   name=name)) from None
     if target.exists() and not overwrite:
-        raise DatasetError(f"A dataset called '{folder}' already exists. Choose another name, or choose to "
-                           "replace it.")
+        raise DatasetError(Message("A dataset called '{name}' already exists. Choose another name, or choose to "
+                                   "replace it.", name=folder))
     source = Path(source_path)
     suffix = source.suffix.lower()
     if not re.fullmatch(r"\.[a-z0-9]{1,10}", suffix):
@@ -41,7 +44,8 @@ def save_dataset(workspace: Workspace, name: str, source_path: str | Path, repor
         try:
             shutil.copyfile(source, staging / f"original{suffix}")
         except OSError as e:
-            raise DatasetError(f"{source.name} cannot be copied into the workspace ({e.strerror}).") from None
+            raise DatasetError(Message("{file} cannot be copied into the workspace ({error}).", file=source.name,
+                                       error=e.strerror)) from None
         with open(staging / RECORDS, "w", encoding="utf-8") as f:
             for record in report.records:
                 f.write(json.dumps(record, ensure_ascii=False) + "\n")
@@ -58,8 +62,8 @@ def save_dataset(workspace: Workspace, name: str, source_path: str | Path, repor
         else:
             staging.rename(target)  # fails, rather than merging, if the name was taken meanwhile
     except OSError as e:
-        raise DatasetError(f"The dataset '{folder}' could not be saved ({e.strerror or e}). Check the free "
-                           "disk space, or choose another name.") from None
+        raise DatasetError(Message("The dataset '{name}' could not be saved ({error}). Check the free disk space, or "
+                                   "choose another name.", name=folder, error=str(e.strerror or e))) from None
     finally:
         shutil.rmtree(staging, ignore_errors=True)
     return target
@@ -83,24 +87,25 @@ def load_records(spec: str | Path, workspace: Workspace) -> tuple[list[dict], di
     data file, which is then inspected on the spot (its invalid rows are skipped)."""
     text = str(spec).strip()
     if not text:
-        raise DatasetError("No dataset chosen. Pick a saved dataset or a data file.")
+        raise DatasetError(Message("No dataset chosen. Pick a saved dataset or a data file."))
     named = workspace.datasets / safe_name(text)
     if safe_name(text) == text and (named / RECORDS).is_file():
         return _read_saved(named)
     path = Path(text).expanduser()
     if path.is_dir():
         if not (path / RECORDS).is_file():
-            raise DatasetError(f"{path} is a folder but not a saved dataset (it has no {RECORDS}). "
-                               "Pick the dataset's folder, or the data file itself.")
+            raise DatasetError(Message("{path} is a folder but not a saved dataset (it has no {records}). Pick the "
+                                       "dataset's folder, or the data file itself.", path=str(path), records=RECORDS))
         return _read_saved(path)
     if path.is_file():
         report = inspect_file(path)
         if not report.records:
-            raise DatasetError(f"{path.name} has no valid rows. Inspect it to see what is wrong with each row.")
+            raise DatasetError(Message("{file} has no valid rows. Inspect it to see what is wrong with each row.",
+                                       file=path.name))
         return report.records, report.to_json()
-    saved = ", ".join(d["name"] for d in list_datasets(workspace)) or "none yet"
-    raise DatasetError(f"No dataset called '{text}' in {workspace.datasets} and no file or folder at that path. "
-                       f"Saved datasets: {saved}.")
+    saved = ", ".join(d["name"] for d in list_datasets(workspace)) or Message("none yet")
+    raise DatasetError(Message("No dataset called '{name}' in {folder} and no file or folder at that path. Saved "
+                               "datasets: {saved}.", name=text, folder=str(workspace.datasets), saved=saved))
 
 
 def _read_saved(folder: Path) -> tuple[list[dict], dict]:
@@ -112,9 +117,10 @@ def _read_saved(folder: Path) -> tuple[list[dict], dict]:
             except ValueError:
                 record = None
             if not isinstance(record, dict) or not ("messages" in record or "text" in record):
-                raise DatasetError(f"{folder.name}/{RECORDS} is damaged at line {number}. Save the dataset again "
-                                   "from its original file.")
+                raise DatasetError(Message("{file} is damaged at line {line}. Save the dataset again from its "
+                                           "original file.", file=f"{folder.name}/{RECORDS}", line=number))
             records.append(record)
     if not records:
-        raise DatasetError(f"{folder.name}/{RECORDS} holds no records. Save the dataset again from its original file.")
+        raise DatasetError(Message("{file} holds no records. Save the dataset again from its original file.",
+                                   file=f"{folder.name}/{RECORDS}"))
     return records, read_json(folder / REPORT, {}) or {}

@@ -12,6 +12,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 from pathlib import Path
 
+from ..messages import Message
 from .errors import DatasetError
 
 # For tokenizers without a chat template: plain headers, the end-of-text token closes each answer.
@@ -70,9 +71,9 @@ def tokenize_rendered(tokenizer, rendered: Rendered) -> tuple[list[int], list[in
 def tokenize_many(tokenizer, rendered: list[Rendered]) -> list[tuple[list[int], list[int], list[tuple[int, int]]]]:
     """tokenize_rendered for many records in one call to the tokenizer, which is much faster."""
     if not getattr(tokenizer, "is_fast", False):
-        raise DatasetError("This model's tokenizer cannot report where each token comes from (it is not a "
-                           "'fast' tokenizer), so the trained tokens cannot be marked. Pick a model that ships "
-                           "a tokenizer.json.")
+        raise DatasetError(Message("This model's tokenizer cannot report where each token comes from (it is not a "
+                                   "'fast' tokenizer), so the trained tokens cannot be marked. Pick a model that "
+                                   "ships a tokenizer.json."))
     if not rendered:
         return []
     # The template already wrote its special tokens into the text; adding them again would double them.
@@ -117,7 +118,8 @@ def _render(tokenizer, template, messages: list[dict], generation_prompt: bool) 
                                              add_generation_prompt=generation_prompt)
     except Exception as e:  # noqa: BLE001 - a model's template is foreign code; any failure means the same
         reason = (str(e).strip().splitlines() or [type(e).__name__])[0][:200]
-        raise DatasetError(f"the model's chat template refused this conversation ({reason})") from None
+        raise DatasetError(Message("the model's chat template refused this conversation ({reason})",
+                                   reason=reason)) from None
 
 
 def _prefix_span(tokenizer, template, messages: list[dict], i: int, text: str) -> tuple[int, int] | None:
@@ -144,8 +146,8 @@ def _search_span(tokenizer, text: str, content: str, cursor: int) -> tuple[int, 
     """The answer found in the text after cursor, extended over a special token that closes it."""
     found = _find(text, content, cursor, len(text))
     if found is None:
-        raise DatasetError("the model's chat template changes the answer text, so the part to train on "
-                           "cannot be found")
+        raise DatasetError(Message("the model's chat template changes the answer text, so the part to train on "
+                                   "cannot be found"))
     start, end = found
     rest = text[end:]
     gap = len(rest) - len(rest.lstrip())

@@ -4,6 +4,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 
 from ..config import TrainConfig
+from ..messages import Message
 
 _BYTES_PER_WEIGHT = {"4bit": 0.5 + 0.5 / 64 * 2, "8bit": 1.0 + 4 / 64, "none": 2.0}  # plus quantisation scales
 _GB = 2**30
@@ -32,14 +33,17 @@ class Estimate:
     def fits(self) -> bool | None:
         return None if self.gpu_gb is None else self.total_gb <= self.gpu_gb * _USABLE
 
-    def summary(self) -> str:
-        parts = (f"about {self.total_gb:.1f} GB (model {self.weights_gb:.1f}, adapter and optimizer "
-                 f"{self.adapter_gb:.2f}, activations {self.activations_gb:.1f}"
-                 f"{', recomputed to save memory' if self.checkpointing else ', kept: faster'})")
+    def summary(self) -> Message:
+        how = Message(", recomputed to save memory") if self.checkpointing else Message(", kept: faster")
+        parts = Message("about {total:.1f} GB (model {weights:.1f}, adapter and optimizer {adapter:.2f}, activations "
+                        "{activations:.1f}{how})", total=self.total_gb, weights=self.weights_gb,
+                        adapter=self.adapter_gb, activations=self.activations_gb, how=how)
         if self.gpu_gb is None:
-            return f"Needs {parts}. No GPU here: it trains on the CPU, slowly."
-        verdict = "fits" if self.fits else "does NOT fit — pick the 'Small GPU' preset, a shorter max length or a smaller batch"
-        return f"Needs {parts}; the GPU has {self.gpu_gb:.0f} GB: {verdict}."
+            return Message("Needs {parts}. No GPU here: it trains on the CPU, slowly.", parts=parts)
+        verdict = Message("fits") if self.fits else \
+            Message("does NOT fit — pick the 'Small GPU' preset, a shorter max length or a smaller batch")
+        return Message("Needs {parts}; the GPU has {gpu:.0f} GB: {verdict}.", parts=parts, gpu=self.gpu_gb,
+                       verdict=verdict)
 
 
 def model_shape(model_config) -> dict:

@@ -7,6 +7,7 @@ import traceback
 from dataclasses import replace
 
 from ..config import ConfigError, TrainConfig
+from ..messages import Message, text_of
 from ..models import ModelNotFound, compute_dtype, load_base_model, load_tokenizer, resolve_model
 from ..runs import Run
 from ..workspace import Workspace
@@ -21,8 +22,9 @@ from .targets import resolve_target_modules
 FSDP_QLORA = {"auto_wrap_policy": "TRANSFORMER_BASED_WRAP", "cpu_ram_efficient_loading": True,
               "state_dict_type": "SHARDED_STATE_DICT"}
 
-OOM_ADVICE = ("The GPU ran out of memory. Try, in this order: a smaller batch size with more gradient "
-              "accumulation steps, a shorter max length, the 'Small GPU (under 16 GB)' preset, or a smaller model.")
+OOM_ADVICE = Message("The GPU ran out of memory. Try, in this order: a smaller batch size with more gradient "
+                     "accumulation steps, a shorter max length, the 'Small GPU (under 16 GB)' preset, or a smaller "
+                     "model.")
 
 
 def train_run(run: Run, workspace: Workspace) -> str:
@@ -37,14 +39,16 @@ def train_run(run: Run, workspace: Workspace) -> str:
     state, message = "failed", ""
     try:
         state = _train(run, run.config, workspace)
-        message = "Stopped; the adapter trained so far is saved." if state == "stopped" else "Finished."
+        message = Message("Stopped; the adapter trained so far is saved.") if state == "stopped" else \
+            Message("Finished.")
     except torch.OutOfMemoryError:
         message = OOM_ADVICE
     except (ConfigError, ModelNotFound, ValueError) as e:
-        message = str(e)
+        message = text_of(e)
         traceback.print_exc()
     except Exception as e:  # noqa: BLE001 - whatever happened, the run folder must say so
-        message = f"Training failed: {type(e).__name__}: {e}. The log below has the details."
+        message = Message("Training failed: {error_type}: {error}. The log below has the details.",
+                          error_type=type(e).__name__, error=str(e))
         traceback.print_exc()
     finally:
         if main:

@@ -153,6 +153,7 @@ def build(studio: Studio, labels: Labels):
     def on_send(text, left_history, right_history, model_choice, quant, left_choice, right_choice, both,
                 system_prompt, temp, topp, max_tokens, rep, request: gr.Request):
         left_history, right_history = list(left_history or []), list(right_history or [])
+        t = translator(request)
         try:
             path = resolve_model("embedded" if model_choice in (None, EMBEDDED_LABEL) else model_choice,
                                  studio.workspace, progress=lambda _m: None)
@@ -168,7 +169,7 @@ def build(studio: Studio, labels: Labels):
                                    history=right_history, system=system_prompt, settings=settings,
                                    quantization=quant, stop_event=event)
         except (ChatError, ModelNotFound, ValueError, FileNotFoundError) as e:
-            yield left_history, right_history, "", f"❌ {e}", text
+            yield left_history, right_history, "", f"❌ {t.message(e)}", text
             return
         histories = ([left_history] if both else []) + [right_history]
         for history in histories:
@@ -179,9 +180,8 @@ def build(studio: Studio, labels: Labels):
                     history[-1]["content"] += delta
                 yield left_history, right_history, "", "", ""
         except Exception as e:  # noqa: BLE001 - a failed generation is shown, never a traceback
-            yield left_history, right_history, "", f"❌ {e}", ""
+            yield left_history, right_history, "", f"❌ {t.message(e)}", ""
             return
-        t = translator(request)
         lines = [stats_line(a, t) for a in stream.answers]
         yield left_history, right_history, lines[0] if both else "", lines[-1], ""
 

@@ -122,12 +122,13 @@ def check(tokenizers: Tokenizers, path, model_choice: str | None, max_length, ma
         path = check_upload(path, max_mb, t)
         max_length = as_max_length(max_length, t)
     except DatasetError as e:
-        return Checked(None, [], {}, f"❌ {e}")
+        return Checked(None, [], {}, f"❌ {t.message(e)}")
     notes, tokenizer = [], None
     try:
         tokenizer = tokenizers.get(model_choice, t)
     except (ModelNotFound, DatasetError) as e:
-        notes.append(t("❌ {error} The rows are checked without it, but token counts need a model.", error=e))
+        notes.append(t("❌ {error} The rows are checked without it, but token counts need a model.",
+                       error=t.message(e)))
     try:
         report = inspect_file(path, tokenizer, mapping=overrides or None, max_length=max_length,
                               fmt=None if fmt == AUTO else fmt)
@@ -135,8 +136,9 @@ def check(tokenizers: Tokenizers, path, model_choice: str | None, max_length, ma
         try:
             columns = read_table(path).columns
         except DatasetError:
-            return Checked(None, [], {}, "\n\n".join([f"❌ {e}"] + notes))
-        notes.insert(0, t("❌ {error} Use the column boxes below to say which column is which.", error=e))
+            return Checked(None, [], {}, "\n\n".join([f"❌ {t.message(e)}"] + notes))
+        notes.insert(0, t("❌ {error} Use the column boxes below to say which column is which.",
+                          error=t.message(e)))
         return Checked(None, columns, {c: f for c, f in overrides.items() if c in columns}, "\n\n".join(notes),
                        tokenizer)
     return Checked(report, report.columns, report.mapping, "\n\n".join(notes), tokenizer)
@@ -217,7 +219,7 @@ def preview_table(report: DatasetReport | None, limit: int = PREVIEW_ROWS, t: Tr
 
 def problems_table(report: DatasetReport | None, t: Translator = english) -> pd.DataFrame:
     problems = report.problems[:PROBLEMS_SHOWN] if report else []
-    return pd.DataFrame([{"row": p.row, "problem": p.reason} for p in problems],
+    return pd.DataFrame([{"row": p.row, "problem": t.message(p.reason)} for p in problems],
                         columns=[N_("row"), N_("problem")]).rename(columns=t)
 
 
@@ -244,7 +246,7 @@ def example_view(tokenizer, report: DatasetReport | None, number,
     try:
         segments = render_segments(tokenizer, report.records[index])
     except DatasetError as e:
-        return [], t("❌ This example cannot be shown: {error}.", error=e)
+        return [], t("❌ This example cannot be shown: {error}.", error=t.message(e))
     return ([(text, LEARNED if trained else None) for text, trained in segments],
             t("Example {number} of {count} — row {row} of your file", number=index + 1, count=report.valid,
               row=report.row_numbers[index]))
@@ -260,7 +262,7 @@ def save(workspace: Workspace, path: str | Path | None, report: DatasetReport | 
     try:
         folder = save_dataset(workspace, name, path, report, overwrite=bool(overwrite), owner=owner)
     except DatasetError as e:
-        return f"❌ {e}"
+        return f"❌ {t.message(e)}"
     where = folder.relative_to(workspace.root.parent)  # "workspace/datasets/<name>": short, and says which
     return t("✔ Saved **{name}** ({count} examples) in `{where}`. You can now pick it in the **2 · Train** tab.",
              name=folder.name, count=report.valid, where=where)
@@ -384,7 +386,7 @@ def build(studio: Studio, labels: Labels):
         try:
             value = as_max_length(max_len, translator(request))
         except DatasetError as e:  # say so, and keep showing the file as it was checked
-            return [f"❌ {e}"] + [gr.skip()] * (len(shown) - 1)
+            return [f"❌ {translator(request).message(e)}"] + [gr.skip()] * (len(shown) - 1)
         if report is not None and report.max_length == value:
             return [gr.skip()] * len(shown)  # the box lost focus without a change: nothing to redo
         return on_settings(path, model_choice, value, fmt, mapped, request)

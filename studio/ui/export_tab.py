@@ -21,7 +21,7 @@ def merge(studio: Studio, run_id: str, progress=None, t: Translator = english) -
     try:
         result = merge_run(find_run(studio.workspace, run_id), workspace=studio.workspace, progress=progress)
     except (ExportError, ValueError, OSError) as e:
-        return f"❌ {e}", None
+        return f"❌ {t.message(e)}", None
     check = result.check
     headline = t("✔ The merged model matches base + adapter.") if check.ok else \
         t("✖ The merged model does not match base + adapter closely enough — download the adapter alone instead.")
@@ -37,7 +37,7 @@ def adapter_zip(studio: Studio, run_id: str, t: Translator = english) -> tuple[s
     try:
         path = export_adapter(find_run(studio.workspace, run_id), studio.workspace)
     except (ExportError, ValueError, OSError) as e:
-        return f"❌ {e}", None
+        return f"❌ {t.message(e)}", None
     return t("✔ The adapter alone ({size:.1f} MB); load it on top of the base model with peft.",
              size=path.stat().st_size / 2**20), str(path)
 

@@ -103,9 +103,9 @@ def fit_text(studio: Studio, model_choice, values, t: Translator = english) -> s
     try:
         config = build_config("-", model_choice, "custom", values)
         path = resolve_model(config.model, studio.workspace, progress=lambda _m: None)
-        return t("**Will it fit?** {estimate}", estimate=estimate_for(path, config).summary())
+        return t("**Will it fit?** {estimate}", estimate=t.message(estimate_for(path, config).summary()))
     except (ConfigError, ModelNotFound, OSError, ValueError) as e:
-        return t("**Will it fit?** Cannot tell yet: {error}", error=e)
+        return t("**Will it fit?** Cannot tell yet: {error}", error=t.message(e))
 
 
 def progress_html(run: Run, t: Translator = english) -> str:
@@ -121,7 +121,7 @@ def progress_html(run: Run, t: Translator = english) -> str:
     return (f"<div><b>{STATE_ICONS.get(state, '')} {run.id}</b> — {t(state)}{eta_text}<br>"
             f"<progress max='1' value='{share:.3f}' style='width:100%'></progress> "
             + t("step {step} of {total}", step=step, total=total or "?")
-            + f"<br><i>{status.get('message', '')}</i></div>")
+            + f"<br><i>{t.message(status)}</i></div>")
 
 
 def charts(run: Run, t: Translator = english) -> tuple[pd.DataFrame, pd.DataFrame, pd.DataFrame]:
@@ -271,7 +271,7 @@ def build(studio: Studio, labels: Labels):
             settings = dict(zip([f for f, _ in ADVANCED], values))
             save_user_preset(studio.workspace.root / "presets", name, name, N_("My own settings."), settings)
         except ConfigError as e:
-            return f"❌ {e}", gr.update()
+            return f"❌ {t.message(e)}", gr.update()
         presets.update(load_presets(studio.workspace.root / "presets"))
         return t("Saved preset '{name}'.", name=name), gr.update(choices=preset_choices(presets, t))
 
@@ -287,7 +287,7 @@ def build(studio: Studio, labels: Labels):
                                   form[gpu_pick], form[fsdp])
             run = studio.queue.submit(config, owner=studio.user(request), name=form[run_name])
         except ValueError as e:  # a setting out of range, or a GPU this studio may not use
-            return f"❌ {e}", gr.update()
+            return f"❌ {t.message(e)}", gr.update()
         waiting = len(studio.queue.queue()) - 1
         message = t("Run **{run}** starts now.", run=run.id) if waiting <= 0 else \
             t("Run **{run}** is number {place} in the queue.", run=run.id, place=waiting + 1)
@@ -329,7 +329,7 @@ def build(studio: Studio, labels: Labels):
             try:
                 action(run.id, studio.user(request), studio.is_admin(request))
             except (PermissionError, ValueError, FileNotFoundError) as e:
-                return f"❌ {e}"
+                return f"❌ {t.message(e)}"
             return t(done, run=run.id)
         return handler
 
