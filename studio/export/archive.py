@@ -7,6 +7,7 @@ import zipfile
 from pathlib import Path
 from typing import Callable
 
+from ..messages import Message
 from ..runs import Run
 from ..workspace import Workspace, safe_name
 from .checks import require_adapter, require_free_space, space_needed
@@ -37,7 +38,7 @@ def zip_folder(folder: Path, zip_path: Path, progress: Progress | None = None) -
                 zf.write(path, f"{zip_path.stem}/{path.relative_to(folder).as_posix()}", compress_type=method)
                 done += path.stat().st_size
                 if progress:
-                    progress(done / total, f"Zipped {path.name}")
+                    progress(done / total, Message("Zipped {file}", file=path.name))
         os.replace(tmp, zip_path)
     except BaseException:
         Path(tmp).unlink(missing_ok=True)
@@ -50,5 +51,5 @@ def export_adapter(run: Run, workspace: Workspace) -> Path:
     require_adapter(run)
     target = export_folder(workspace, run) / f"{safe_name(run.id, 'run')}-adapter.zip"
     size = sum(p.stat().st_size for p in run.adapter_dir.rglob("*") if p.is_file())
-    require_free_space(target.parent, space_needed(size, copies=1), "the adapter zip")
+    require_free_space(target.parent, space_needed(size, copies=1), Message("the adapter zip"))
     return zip_folder(run.adapter_dir, target)

@@ -5,6 +5,7 @@ from __future__ import annotations
 import shutil
 from pathlib import Path
 
+from ..messages import Message
 from ..models import allow_remote_code
 from ..runs import ACTIVE, Run
 
@@ -28,11 +29,11 @@ class NotEnoughSpace(ExportError):
 def require_adapter(run: Run) -> None:
     """A run may be exported once it has stopped and left an adapter (a failed or stopped run may have one)."""
     if run.status().get("state") in ACTIVE:
-        raise ExportError(f"Run {run.id} is still {run.status()['state']}. Wait until it finishes (or stop it), "
-                          "then export.")
+        raise ExportError(Message("Run {run} is still {state}. Wait until it finishes (or stop it), then export.",
+                                  run=run.id, state=run.status()["state"]))
     if not run.has_adapter():
-        raise ExportError(f"Run {run.id} has no adapter yet (nothing in {run.adapter_dir}). Train it to the end, "
-                          "or until it saves its first adapter, then export.")
+        raise ExportError(Message("Run {run} has no adapter yet (nothing in {folder}). Train it to the end, or until "
+                                  "it saves its first adapter, then export.", run=run.id, folder=str(run.adapter_dir)))
 
 
 def base_parameters(base: str) -> int:
@@ -45,9 +46,9 @@ def base_parameters(base: str) -> int:
     if quantization:
         method = quantization.get("quant_method", "quantised") if isinstance(quantization, dict) else "quantised"
         # Merging into such weights would round the adapter away; the export must start from 16-bit weights.
-        raise ExportError(f"The base model {base} is stored already quantised ({method}), so it cannot be merged "
-                          "in 16-bit. Train and export with the original 16-bit model as the base, or download "
-                          "the adapter only.")
+        raise ExportError(Message("The base model {base} is stored already quantised ({method}), so it cannot be "
+                                  "merged in 16-bit. Train and export with the original 16-bit model as the base, or "
+                                  "download the adapter only.", base=base, method=method))
     with torch.device("meta"):
         model = AutoModelForCausalLM.from_config(config, trust_remote_code=allow_remote_code())
     return sum(p.numel() for p in model.parameters())
@@ -65,9 +66,9 @@ def require_free_space(where: Path, needed: int, what: str) -> None:
     free = shutil.disk_usage(probe).free
     if free < needed:
         raise NotEnoughSpace(
-            f"Not enough disk space for {what}: it needs about {human_size(needed)} in {where}, "
-            f"but only {human_size(free)} is free there. Free some space (older exports can go), or choose a folder "
-            "on another disk.",
+            Message("Not enough disk space for {what}: it needs about {needed} in {where}, but only {free} is free "
+                    "there. Free some space (older exports can go), or choose a folder on another disk.", what=what,
+                    needed=human_size(needed), where=str(where), free=human_size(free)),
             needed, free, Path(where))
 
 
@@ -75,10 +76,10 @@ def require_replaceable(folder: Path) -> None:
     """Only an empty folder or an earlier export may be replaced, so nobody loses files to a typo in --out."""
     folder = Path(folder)
     if folder.is_file():
-        raise ExportError(f"{folder} is a file. Choose a folder for the merged model.")
+        raise ExportError(Message("{folder} is a file. Choose a folder for the merged model.", folder=str(folder)))
     if folder.is_dir() and any(folder.iterdir()) and not (folder / MARKER).exists():
-        raise ExportError(f"{folder} already holds files that are not an earlier LoRA Studio export. "
-                          "Choose a new or empty folder so nothing of yours is overwritten.")
+        raise ExportError(Message("{folder} already holds files that are not an earlier LoRA Studio export. Choose a "
+                                  "new or empty folder so nothing of yours is overwritten.", folder=str(folder)))
 
 
 def human_size(n: int) -> str:

@@ -13,6 +13,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Callable
 
+from ..messages import Message
 from ..models import compute_dtype, load_base_model, load_tokenizer, resolve_model
 from ..runs import Run
 from ..workspace import Workspace, safe_name, write_json
@@ -45,7 +46,7 @@ def merge_run(run: Run, out_dir: str | Path | None = None, *, workspace: Workspa
     import torch
 
     report = progress or (lambda _fraction, _message: None)
-    report(0.0, f"Checking run {run.id}")
+    report(0.0, Message("Checking run {run}", run=run.id))
     require_adapter(run)
     config = run.config
     target = (Path(out_dir).expanduser() if out_dir else export_folder(workspace, run) / "merged").resolve()
@@ -56,7 +57,7 @@ def merge_run(run: Run, out_dir: str | Path | None = None, *, workspace: Workspa
     dtype = compute_dtype()
     weight_bytes = base_parameters(base) * torch.empty(0, dtype=dtype).element_size()
     require_free_space(target.parent, space_needed(weight_bytes, copies=2 if make_zip else 1),
-                       "the merged model and its zip" if make_zip else "the merged model")
+                       Message("the merged model and its zip") if make_zip else Message("the merged model"))
 
     target.parent.mkdir(parents=True, exist_ok=True)
     staging = target.with_name(f".{target.name}.partial-{uuid.uuid4().hex[:12]}")
@@ -69,17 +70,17 @@ def merge_run(run: Run, out_dir: str | Path | None = None, *, workspace: Workspa
             _release_memory()
         write_json(staging / MARKER, {"run_id": run.id, "base_model": config.model, "created": time.time(),
                                       "check": check.to_dict()})
-        report(0.8, "Writing the model card")
+        report(0.8, Message("Writing the model card"))
         card_path = target / write_card(staging, run, workspace, check).name
         _replace_folder(staging, target)
     finally:
         shutil.rmtree(staging, ignore_errors=True)  # only left after a failure: no half folder stays behind
 
     if zip_path:
-        report(0.82, f"Zipping the merged model into {zip_path.name}")
+        report(0.82, Message("Zipping the merged model into {file}", file=zip_path.name))
         zip_folder(target, zip_path, progress=lambda fraction, message: report(0.82 + 0.17 * fraction, message))
     size = sum(p.stat().st_size for p in target.rglob("*") if p.is_file())
-    report(1.0, f"Done: {target} ({human_size(size)})")
+    report(1.0, Message("Done: {folder} ({size})", folder=str(target), size=human_size(size)))
     return ExportResult(run.id, target, zip_path, card_path, check, size)
 
 
@@ -90,27 +91,28 @@ def _merge_into(folder: Path, run: Run, base: str, examples: list[dict], report:
     from peft import PeftModel
 
     dtype_name = str(compute_dtype()).removeprefix("torch.")
-    report(0.05, f"Loading the base model in {dtype_name} (about {human_size(weight_bytes)})")
+    report(0.05, Message("Loading the base model in {dtype} (about {size})", dtype=dtype_name,
+                         size=human_size(weight_bytes)))
     # On GPUs, 'auto' spreads a model too big for one card over all of them (and CPU memory).
     model = load_base_model(base, quantization="none", device_map="auto" if torch.cuda.is_available() else None)
     # A tokenizer saved with the adapter carries the chat template the run trained with.
     has_own_tokenizer = (run.adapter_dir / "tokenizer_config.json").exists()
     tokenizer = load_tokenizer(str(run.adapter_dir) if has_own_tokenizer else base)
 
-    report(0.3, "Attaching the adapter")
+    report(0.3, Message("Attaching the adapter"))
     model = PeftModel.from_pretrained(model, str(run.adapter_dir))
     checker = MergeChecker(tokenizer, examples)
-    report(0.35, f"Check, part 1: {checker.prompts} prompts and {checker.dataset_examples} dataset examples "
-                 "through base + adapter and through the base alone")
+    report(0.35, Message("Check, part 1: {prompts} prompts and {examples} dataset examples through base + adapter "
+                         "and through the base alone", prompts=checker.prompts, examples=checker.dataset_examples))
     checker.before_merge(model)
 
-    report(0.5, "Merging the adapter into the weights")
+    report(0.5, Message("Merging the adapter into the weights"))
     model = model.merge_and_unload(safe_merge=True)
-    report(0.55, "Check, part 2: the same prompts through the merged model")
+    report(0.55, Message("Check, part 2: the same prompts through the merged model"))
     check = checker.after_merge(model)
-    report(0.6, f"Merge check: {check.verdict}")
+    report(0.6, Message("Merge check: {verdict}", verdict=check.verdict))
 
-    report(0.62, "Saving the merged weights (safetensors), tokenizer and generation settings")
+    report(0.62, Message("Saving the merged weights (safetensors), tokenizer and generation settings"))
     model.save_pretrained(folder, max_shard_size=MAX_SHARD_SIZE)
     tokenizer.save_pretrained(folder)
     return check

@@ -8,6 +8,8 @@ from __future__ import annotations
 
 from dataclasses import asdict, dataclass
 
+from ..messages import Message
+
 PROMPTS = (
     "Hello! Who are you?",
     "Explain in two sentences why the sky is blue.",
@@ -47,17 +49,21 @@ class MergeCheck:
                 or self.token_agreement >= _MIN_AGREEMENT_16BIT)
 
     @property
-    def verdict(self) -> str:
-        numbers = (f"largest logit difference {self.merge_diff:.3g} against an adapter effect of "
-                   f"{self.adapter_effect:.3g}; same next token at {self.token_agreement:.1%} of "
-                   f"{self.positions} positions")
+    def verdict(self) -> Message:
+        numbers = Message("largest logit difference {diff:.3g} against an adapter effect of {effect:.3g}; same next "
+                          "token at {agreement:.1%} of {positions} positions", diff=self.merge_diff,
+                          effect=self.adapter_effect, agreement=self.token_agreement, positions=self.positions)
         if not self.ok:
-            return (f"MISMATCH: the merged model does not answer like base + adapter ({numbers}). "
-                    "Use the adapter-only download instead.")
-        within = "" if self.dtype == "float32" else f" within {self.dtype} rounding"
-        text = f"OK: the merged model answers like base + adapter{within} ({numbers})."
+            return Message("MISMATCH: the merged model does not answer like base + adapter ({numbers}). Use the "
+                           "adapter-only download instead.", numbers=numbers)
+        if self.dtype == "float32":
+            text = Message("OK: the merged model answers like base + adapter ({numbers}).", numbers=numbers)
+        else:
+            text = Message("OK: the merged model answers like base + adapter within {dtype} rounding ({numbers}).",
+                           dtype=self.dtype, numbers=numbers)
         if self.adapter_effect <= _ABS_TOL:
-            text += " Note: the adapter barely changes the model's outputs; the training may not have learned much."
+            text = Message("{verdict} Note: the adapter barely changes the model's outputs; the training may not have "
+                           "learned much.", verdict=text)
         return text
 
     def to_dict(self) -> dict:

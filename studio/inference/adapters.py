@@ -11,6 +11,8 @@ import re
 from dataclasses import dataclass
 from pathlib import Path
 
+from ..messages import Message
+
 WEIGHT_FILES = ("adapter_model.safetensors", "adapter_model.bin")
 
 # Saved LoRA tensors: base_model.model.<layer path>.lora_A.weight (lora_embedding_A for embeddings).
@@ -33,23 +35,26 @@ def read_adapter(path) -> AdapterSource:
     """The adapter in a folder, or AdapterError saying what is wrong with the folder."""
     folder = Path(path).expanduser()
     if not folder.is_dir():
-        raise AdapterError(f"No adapter folder at {folder}. Pick a training run, or the folder that holds "
-                           "adapter_config.json.")
+        raise AdapterError(Message("No adapter folder at {folder}. Pick a training run, or the folder that holds "
+                                   "adapter_config.json.", folder=str(folder)))
     config_path = folder / "adapter_config.json"
     if not config_path.exists():
         if (folder / "adapter").is_dir():
-            raise AdapterError(f"{folder} looks like a run folder; its adapter is in {folder / 'adapter'}.")
-        raise AdapterError(f"{folder} is not a peft adapter folder: it has no adapter_config.json. Pick the "
-                           "folder a training run saved its adapter to (it holds adapter_config.json and "
-                           "adapter_model.safetensors).")
+            raise AdapterError(Message("{folder} looks like a run folder; its adapter is in {adapter}.",
+                                       folder=str(folder), adapter=str(folder / "adapter")))
+        raise AdapterError(Message("{folder} is not a peft adapter folder: it has no adapter_config.json. Pick the "
+                                   "folder a training run saved its adapter to (it holds adapter_config.json and "
+                                   "adapter_model.safetensors).", folder=str(folder)))
     try:
         config = json.loads(config_path.read_text(encoding="utf-8"))
     except (json.JSONDecodeError, UnicodeDecodeError):
-        raise AdapterError(f"{config_path} is damaged (not valid JSON). Save the adapter again.") from None
+        raise AdapterError(Message("{file} is damaged (not valid JSON). Save the adapter again.",
+                                   file=str(config_path))) from None
     weights = next((folder / w for w in WEIGHT_FILES if (folder / w).exists()), None)
     if weights is None:
-        raise AdapterError(f"{folder} has adapter_config.json but no adapter weights ({' or '.join(WEIGHT_FILES)}); "
-                           "the training run may not have finished saving it.")
+        raise AdapterError(Message("{folder} has adapter_config.json but no adapter weights ({files}); the training "
+                                   "run may not have finished saving it.", folder=str(folder),
+                                   files=" or ".join(WEIGHT_FILES)))
     _check_supported(folder, config)
     stat = weights.stat()
     version = f"{folder.resolve()}|{weights.name}|{stat.st_mtime_ns}|{stat.st_size}"
@@ -61,17 +66,19 @@ def read_adapter(path) -> AdapterSource:
 def _check_supported(folder: Path, config: dict) -> None:
     kind = config.get("peft_type")
     if kind != "LORA":
-        raise AdapterError(f"{folder} holds an adapter of kind {kind or 'unknown'}; chat serves LoRA and QLoRA "
-                           "adapters (what LoRA Studio trains).")
+        raise AdapterError(Message("{folder} holds an adapter of kind {kind}; chat serves LoRA and QLoRA adapters "
+                                   "(what LoRA Studio trains).", folder=str(folder), kind=kind or "unknown"))
     # These kinds cannot share one model between users: peft mixes adapters within a batch only for plain
     # LoRA layers.
     if config.get("use_dora"):
-        raise AdapterError(f"{folder} is a DoRA adapter, which chat cannot serve next to other adapters. Merge it "
-                           "into its base model and chat with the merged model instead.")
+        raise AdapterError(Message("{folder} is a DoRA adapter, which chat cannot serve next to other adapters. Merge "
+                                   "it into its base model and chat with the merged model instead.",
+                                   folder=str(folder)))
     extra = config.get("modules_to_save") or config.get("trainable_token_indices") or config.get("target_parameters")
     if extra:
-        raise AdapterError(f"{folder} also retrains whole layers or parameters ({extra}), which chat cannot serve "
-                           "next to other adapters. Merge it into its base model and chat with the merged model.")
+        raise AdapterError(Message("{folder} also retrains whole layers or parameters ({extra}), which chat cannot "
+                                   "serve next to other adapters. Merge it into its base model and chat with the "
+                                   "merged model.", folder=str(folder), extra=str(extra)))
 
 
 def check_fits(source: AdapterSource, model, model_label: str) -> None:
@@ -79,7 +86,8 @@ def check_fits(source: AdapterSource, model, model_label: str) -> None:
     trained for a different base model."""
     from peft.utils import load_peft_weights
 
-    trained_for = f" It was trained for '{source.base_model}'; chat with it on that model." if source.base_model else ""
+    trained_for = Message(" It was trained for '{base}'; chat with it on that model.", base=source.base_model) \
+        if source.base_model else ""
     for key, tensor in load_peft_weights(str(source.path), device="cpu").items():
         match = _LORA_KEY.match(key)
         if not match:
@@ -88,16 +96,19 @@ def check_fits(source: AdapterSource, model, model_label: str) -> None:
         try:
             module = model.get_submodule(layer)
         except AttributeError:
-            raise AdapterError(f"The adapter at {source.path} does not fit {model_label}: it changes a layer "
-                               f"'{layer}' that this model does not have.{trained_for}") from None
+            raise AdapterError(Message("The adapter at {path} does not fit {model}: it changes a layer '{layer}' that "
+                                       "this model does not have.{trained_for}", path=str(source.path),
+                                       model=model_label, layer=layer, trained_for=trained_for)) from None
         sizes = _in_out(module)
         if sizes is None:  # a layer kind without plain sizes: peft checks it while loading
             continue
         # lora_A is (rank, in), lora_B is (out, rank).
         is_a = (match["ab"] or match["eab"]) == "A"
         if (tensor.shape[-1] if is_a else tensor.shape[0]) != (sizes[0] if is_a else sizes[1]):
-            raise AdapterError(f"The adapter at {source.path} does not fit {model_label}: layer '{layer}' has size "
-                               f"{sizes[0]}x{sizes[1]} in this model, the adapter expects another size.{trained_for}")
+            raise AdapterError(Message("The adapter at {path} does not fit {model}: layer '{layer}' has size "
+                                       "{size_in}x{size_out} in this model, the adapter expects another size."
+                                       "{trained_for}", path=str(source.path), model=model_label, layer=layer,
+                                       size_in=sizes[0], size_out=sizes[1], trained_for=trained_for))
 
 
 def _in_out(module) -> tuple[int, int] | None:
@@ -116,5 +127,5 @@ def base_mismatch(source: AdapterSource, model_path: str) -> str:
     said, used = Path(source.base_model).name.lower(), Path(str(model_path)).name.lower()
     if said == used:
         return ""
-    return (f"This adapter was trained on '{source.base_model}' and is attached to '{model_path}'. It loads, "
-            "but its answers are only meaningful on the model it was trained on.")
+    return Message("This adapter was trained on '{base}' and is attached to '{model}'. It loads, but its answers are "
+                   "only meaningful on the model it was trained on.", base=source.base_model, model=str(model_path))

@@ -13,6 +13,7 @@ from transformers import StoppingCriteria, StoppingCriteriaList, TextStreamer
 from transformers.generation.streamers import BaseStreamer
 
 from ..data.templating import FALLBACK_TEMPLATE
+from ..messages import Message
 from . import routing
 from .pool import ModelPool
 
@@ -34,10 +35,11 @@ class GenerationSettings:
                "repetition_penalty": (1.0, 2.0)}
 
     def validate(self) -> "GenerationSettings":
-        errors = [f"{name} must be between {low:g} and {high:g} (got {getattr(self, name)!r})"
+        errors = [Message("{field} must be between {low:g} and {high:g} (got {value!r})", field=name, low=low,
+                          high=high, value=getattr(self, name))
                   for name, (low, high) in self._LIMITS.items() if not low <= getattr(self, name) <= high]
         if errors:
-            raise ChatError("; ".join(errors))
+            raise ChatError(Message.join("; ", errors))
         return self
 
     def generation_config(self, defaults, eos_ids: list[int], pad_id: int | None):
@@ -81,12 +83,12 @@ def conversation(prompt: str, history: list[dict] = (), system: str = "") -> lis
     """Messages for the chat template: the system prompt, the earlier turns ({"role": "user"|"assistant",
     "content": ...} as Gradio's Chatbot hands them over), then the new message."""
     if not prompt or not prompt.strip():
-        raise ChatError("Type a message first.")
+        raise ChatError(Message("Type a message first."))
     messages = [{"role": "system", "content": system}] if system and system.strip() else []
     for turn in history:
         if turn.get("role") not in ("user", "assistant"):
-            raise ChatError(f"A chat history turn has role {turn.get('role')!r}; only 'user' and 'assistant' "
-                            "turns can be replayed.")
+            raise ChatError(Message("A chat history turn has role {role!r}; only 'user' and 'assistant' turns can be "
+                                    "replayed.", role=turn.get("role")))
         messages.append({"role": turn["role"], "content": _text(turn.get("content"))})
     messages.append({"role": "user", "content": prompt})
     return messages
@@ -113,8 +115,8 @@ def render(tokenizer, messages: list[dict]) -> str:
                                              add_generation_prompt=True)
     except Exception as e:  # noqa: BLE001 - a model's template is foreign code; any failure means the same
         reason = (str(e).strip().splitlines() or [type(e).__name__])[0][:200]
-        raise ChatError(f"The model's chat template refused this conversation ({reason}). Some models accept "
-                        "no system prompt: try without one.") from None
+        raise ChatError(Message("The model's chat template refused this conversation ({reason}). Some models accept "
+                                "no system prompt: try without one.", reason=reason)) from None
 
 
 class ChatStream:
@@ -126,7 +128,7 @@ class ChatStream:
     def __init__(self, pool: ModelPool, model_path: str, rows: list[Row], settings: GenerationSettings | None = None,
                  quantization: str = "auto", stop_event: threading.Event | None = None):
         if not rows:
-            raise ChatError("Nothing to answer: no rows given.")
+            raise ChatError(Message("Nothing to answer: no rows given."))
         self.rows = rows
         self.settings = (settings or GenerationSettings()).validate()
         self.answers: list[Answer] = []

@@ -19,6 +19,7 @@ from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
 
+from ..messages import Message
 from ..models import MODEL_LOADS, allow_remote_code, load_base_model, load_tokenizer
 from . import routing
 from .adapters import AdapterError, AdapterSource, base_mismatch, check_fits, read_adapter
@@ -136,7 +137,8 @@ class PooledBase:
             elif source.name in self._peft.peft_config:
                 self._peft.delete_adapter(source.name)
             reason = (str(e).strip().splitlines() or [type(e).__name__])[0][:200]
-            raise AdapterError(f"Could not load the adapter at {source.path} onto {self.label}: {reason}") from None
+            raise AdapterError(Message("Could not load the adapter at {path} onto {model}: {reason}",
+                                       path=str(source.path), model=self.label, reason=reason)) from None
         self.model.eval()
         routing.install(self.model)
         return AdapterInfo(source.name, source.path, time.perf_counter() - started, base_mismatch(source, self.path))

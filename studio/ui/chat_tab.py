@@ -76,7 +76,7 @@ def stats_line(answer, t: Translator = english) -> str:
         swap = t(" · adapter already loaded")
     else:
         swap = t(" · adapter loaded in {ms:.0f} ms", ms=answer.adapter_load_s * 1000)
-    warning = f"\n\n⚠ {answer.warning}" if answer.warning else ""
+    warning = f"\n\n⚠ {t.message(answer.warning)}" if answer.warning else ""
     return t("first token after {seconds:.2f} s · {speed:.1f} tokens/s · {tokens} tokens",
              seconds=answer.first_token_s, speed=answer.tokens_per_s, tokens=answer.tokens) + swap + warning
 

@@ -25,7 +25,7 @@ def merge(studio: Studio, run_id: str, progress=None, t: Translator = english) -
     check = result.check
     headline = t("✔ The merged model matches base + adapter.") if check.ok else \
         t("✖ The merged model does not match base + adapter closely enough — download the adapter alone instead.")
-    return (f"{headline}\n\n{check.verdict}\n\n"
+    return (f"{headline}\n\n{t.message(check.verdict)}\n\n"
             + t("Saved in `{folder}` ({size:.2f} GB). The zip holds the model, its tokenizer and a model card "
                 "(README.md) that says how to load it.", folder=result.merged_dir, size=result.size_bytes / 2**30)), \
         str(result.zip_path) if result.zip_path else None
@@ -54,8 +54,9 @@ def build(studio: Studio, labels: Labels):
     download = add(gr.File(label="Download", interactive=False, elem_id="export-download"))
 
     def on_merge(run_id, request: gr.Request, progress=gr.Progress()):
-        return merge(studio, run_id, progress=lambda fraction, message: progress(fraction, desc=message),
-                     t=translator(request))
+        t = translator(request)
+        return merge(studio, run_id, progress=lambda fraction, message: progress(fraction, desc=t.message(message)),
+                     t=t)
 
     merge_button.click(on_merge, run_pick, [result, download])
 
