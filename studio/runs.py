@@ -17,7 +17,7 @@ from datetime import datetime
 from pathlib import Path
 
 from .config import TrainConfig
-from .messages import fields
+from .messages import Message, fields
 from .workspace import Workspace, read_json, read_jsonl, safe_name, write_json
 
 ACTIVE = ("queued", "running")
@@ -135,5 +135,5 @@ def list_runs(workspace: Workspace) -> list[Run]:
 def find_run(workspace: Workspace, run_id: str) -> Run:
     path = workspace.inside(workspace.runs / safe_name(run_id))
     if not (path / "run.yaml").exists():
-        raise FileNotFoundError(f"No run called '{run_id}' in {workspace.runs}")
+        raise FileNotFoundError(Message("No run called '{run}' in {folder}", run=run_id, folder=str(workspace.runs)))
     return Run(path)

@@ -2,6 +2,7 @@
 from __future__ import annotations
 
 from ..config import ConfigError
+from ..messages import Message
 
 # Llama-style names (also Qwen, Mistral, Gemma, Phi-3) and what other families call the same layers.
 _SYNONYMS = {
@@ -32,7 +33,8 @@ def resolve_target_modules(model, wanted: list[str] | str) -> list[str] | str:
     """The layer names to give peft; raises ConfigError naming the model's layers when nothing fits."""
     available = linear_layer_names(model)
     if not available:
-        raise ConfigError(f"LoRA cannot be placed in {type(model).__name__}: it has no linear layers.")
+        raise ConfigError(Message("LoRA cannot be placed in {model}: it has no linear layers.",
+                                  model=type(model).__name__))
     if wanted in ("auto", "all-linear", ["auto"], ["all-linear"]):
         return "all-linear"
     resolved: list[str] = []
@@ -43,7 +45,7 @@ def resolve_target_modules(model, wanted: list[str] | str) -> list[str] | str:
                     resolved.append(candidate)
                 break
     if not resolved:
-        raise ConfigError(
-            f"target_modules: this model has no layers named {', '.join(wanted)}. "
-            f"Its linear layers are: {', '.join(sorted(available))}. Pick some of these, or 'all-linear'.")
+        raise ConfigError(Message(
+            "target_modules: this model has no layers named {wanted}. Its linear layers are: {available}. Pick some "
+            "of these, or 'all-linear'.", wanted=", ".join(wanted), available=", ".join(sorted(available))))
     return resolved

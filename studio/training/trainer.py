@@ -73,7 +73,7 @@ def _train(run: Run, config: TrainConfig, workspace: Workspace) -> str:
     tokenizer = load_tokenizer(model_path)
     records, _report = load_records(config.dataset, workspace)
     if not records:
-        raise ValueError(f"The dataset {config.dataset} has no valid rows to train on.")
+        raise ValueError(Message("The dataset {dataset} has no valid rows to train on.", dataset=config.dataset))
     train_records, val_records = split(records, config.val_fraction, config.seed)
 
     def tokenized(part):
@@ -160,8 +160,8 @@ def training_arguments(config: TrainConfig, output_dir: str, evaluate: bool):
         use_cpu=not on_gpu,  # also what makes several processes on a machine without GPUs train together
         optim=config.optimizer if on_gpu else "adamw_torch",  # paged/8-bit optimizers need CUDA
         # Under FSDP its own activation checkpointing does this without a second gather of the weights.
-        gradient_checkpointing=checkpointing and not fsdp,
-        gradient_checkpointing_kwargs={"use_reentrant": False},
+        activation_checkpointing=checkpointing and not fsdp,
+        activation_checkpointing_kwargs={"use_reentrant": False},
         fsdp=fsdp or None,
         fsdp_config={**FSDP_QLORA, "activation_checkpointing": checkpointing} if fsdp else None,
         ddp_find_unused_parameters=False,  # every adapter weight gets a gradient: no need to search each step
