@@ -58,7 +58,6 @@ def stored(record: dict, key: str = "message") -> str | None:
     return record.get(key)
 
 
-
 def text_of(error: BaseException) -> str:
     """What an exception says: the Message it was raised with, else its plain text."""
     return error.args[0] if len(error.args) == 1 and isinstance(error.args[0], str) else str(error)
