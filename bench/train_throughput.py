@@ -156,7 +156,7 @@ def _measure(trainer, watch) -> dict:
         torch.cuda.reset_peak_memory_stats()
     trainer.args.shuffle_dataset = False
     trainer.train()
-    result = {"tok_s": round(watch.tokens_per_second(), 1), "checkpointing": bool(trainer.args.gradient_checkpointing),
+    result = {"tok_s": round(watch.tokens_per_second(), 1), "checkpointing": bool(trainer.args.activation_checkpointing),
               "peak_gb": round(torch.cuda.max_memory_allocated() / 2**30, 2) if torch.cuda.is_available() else None}
     del trainer
     gc.collect()

@@ -37,7 +37,7 @@ class RunRecorder(TrainerCallback):
         append_jsonl(self.run.path / "metrics.jsonl", {
             "event": "start", "step": state.global_step, "max_steps": state.max_steps, "time": time.time(),
             "train_mode": bool(model.training) if model is not None else None,
-            "gradient_checkpointing": bool(getattr(model, "is_gradient_checkpointing", False)) if model is not None else None,
+            "gradient_checkpointing": bool(getattr(model, "is_activation_checkpointing", False)) if model is not None else None,
         })
 
     def on_step_begin(self, args, state, control, model=None, **kwargs):
