@@ -1,7 +1,8 @@
-"""The whole journey on the embedded model: train a pirate-voiced adapter, chat with it, merge it.
+"""The whole journey on the embedded model: upload pirate chats, train on them, chat with the result, merge it.
 
-One adapter is trained once for the module (about a minute and a half on two CPU cores); the CLI and
-the browser tests then use it as a person would.
+In the browser, a logged-in person uploads a dataset and trains a short run on it, watching the charts.
+A longer pirate-voiced adapter is trained once for the module (about a minute and a half on two CPU
+cores) so that the chat and export steps have an adapter whose voice can be heard.
 """
 import json
 import subprocess
@@ -69,11 +70,20 @@ def open_logged_in(page, url: str) -> None:
     page.get_by_role("tab", name="1 · Dataset").wait_for()
 
 
-def test_train_tab_starts_a_run_and_its_charts_move(journey_app, page):
+def test_a_new_user_uploads_data_and_trains_with_live_charts(journey_app, page, tmp_path):
     studio, _ = journey_app
     open_logged_in(page, studio.url)
+    upload = tmp_path / "my_pirate_chats.jsonl"
+    upload.write_bytes(PIRATE.read_bytes())
+    page.locator("#dataset-file input[type=file]").set_input_files(str(upload))
+    page.locator("#dataset-summary").get_by_text("32 rows").wait_for(timeout=60_000)
+    page.locator("#dataset-name textarea").fill("ana-pirates")
+    page.locator("#dataset-save").click()
+    page.locator("#dataset-saved").get_by_text("Saved").wait_for()
+    assert json.loads((studio.workspace.datasets / "ana-pirates" / "report.json").read_text())["owner"] == LOGIN[0]
+
     page.get_by_role("tab", name="2 · Train").click()
-    page.locator("#train-dataset input").fill("pirate")
+    page.locator("#train-dataset input").fill("ana-pirates")
     page.locator("#train-dataset input").press("Enter")
     page.get_by_text("Advanced settings").click()
     steps = page.get_by_label("Stop after this many steps (-1: no limit)")
