@@ -14,7 +14,7 @@
 
     python bench/chat_latency.py                       # the embedded SmolLM2-135M, rank 16
     python bench/chat_latency.py --model Qwen/Qwen2.5-1.5B-Instruct --adapter-rank 64
-Writes bench/results/chat.json.
+Writes bench/results/chat.json (--out to write elsewhere; the CPU figures are in chat_cpu.json).
 """
 from __future__ import annotations
 
