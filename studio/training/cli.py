@@ -2,7 +2,6 @@
 on several GPUs with `accelerate launch -m studio train RUN`."""
 from __future__ import annotations
 
-import os
 from pathlib import Path
 
 from ..config import ConfigError, TrainConfig
@@ -18,7 +17,7 @@ def register(commands) -> None:
 
 
 def train_command(args) -> int:
-    from .trainer import train_run
+    from .trainer import is_main_process, train_run
 
     workspace = Workspace.at(args.workspace)
     target = Path(args.run)
@@ -34,7 +33,7 @@ def train_command(args) -> int:
     except ConfigError as e:
         print(f"error: {target}: {e}", flush=True)
         return 2
-    if int(os.environ.get("RANK", "0")) == 0:
+    if is_main_process():
         print(f"Run folder: {run.path}", flush=True)
     ended = train_run(run, workspace)
     _leave_process_group()
@@ -51,11 +50,14 @@ def _leave_process_group() -> None:
 
 def _new_run(workspace: Workspace, config: TrainConfig) -> Run:
     """A run folder for a bare run.yaml; under `accelerate launch` the main process makes it and tells the others."""
-    if int(os.environ.get("WORLD_SIZE", "1")) == 1:
-        return create_run(workspace, config, state="running")
     import torch
     from accelerate import PartialState
     from accelerate.utils import broadcast_object_list
+
+    from .trainer import process_count
+
+    if process_count() == 1:
+        return create_run(workspace, config, state="running")
 
     process = PartialState(cpu=not torch.cuda.is_available())
     folder = [str(create_run(workspace, config, state="running").path) if process.is_main_process else None]

@@ -64,6 +64,11 @@ def is_main_process() -> bool:
     return int(os.environ.get("RANK", "0")) == 0
 
 
+def process_count() -> int:
+    """How many processes train this run together: one per GPU under accelerate launch (torchrun sets it)."""
+    return int(os.environ.get("WORLD_SIZE", "1"))
+
+
 def _train(run: Run, config: TrainConfig, workspace: Workspace) -> str:
     from datasets import Dataset
 
@@ -143,7 +148,7 @@ def training_arguments(config: TrainConfig, output_dir: str, evaluate: bool):
     eval_every = config.eval_steps or 0.1
     early_stop = evaluate and config.early_stopping_patience > 0
     on_gpu = torch.cuda.is_available()
-    processes = int(os.environ.get("WORLD_SIZE", "1"))  # one per GPU under accelerate launch
+    processes = process_count()
     fsdp = config.fsdp and processes > 1  # alone on one device FSDP has nothing to shard
     checkpointing = config.gradient_checkpointing == "on"
     return SFTConfig(

@@ -180,9 +180,9 @@ def build(studio: Studio, labels: Labels):
             my_preset_name = add(gr.Textbox(label="Save these settings as my preset, named", scale=3))
             save_preset = add(gr.Button("Save preset", scale=1))
     fit = gr.Markdown(fit_text(studio, EMBEDDED_LABEL, defaults), elem_id="fit-estimate")
-    several = len(gpu_choices(studio)) > 1  # one GPU (or none) needs no choosing
-    with gr.Row(visible=several):
-        gpu_pick = add(gr.CheckboxGroup(gpu_choices(studio), label="GPUs for this run (none ticked: any one free GPU)",
+    gpus = gpu_choices(studio)
+    with gr.Row(visible=len(gpus) > 1):  # one GPU (or none) needs no choosing
+        gpu_pick = add(gr.CheckboxGroup(gpus, label="GPUs for this run (none ticked: any one free GPU)",
                                         scale=3, elem_id="train-gpus"))
         fsdp = add(gr.Checkbox(label="Shard the model across them (FSDP), for a model too large for one GPU",
                                scale=2))
