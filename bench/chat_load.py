@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import os
 import statistics
 import sys
 import tempfile
@@ -28,6 +29,14 @@ QUESTIONS = ["What is the capital of France?", "Name a fruit.", "What is 3 plus 
 def percentile(values: list[float], share: float) -> float:
     ordered = sorted(values)
     return round(ordered[min(len(ordered) - 1, int(share * len(ordered)))], 2)
+
+
+def device_name() -> str:
+    """What the app ran on: the GPU's name, else the CPU and how many cores this process may use."""
+    from studio.gpu import list_gpus
+
+    gpus = list_gpus()
+    return gpus[0]["name"] if gpus else f"cpu ({len(os.sched_getaffinity(0))} cores)"
 
 
 def main() -> None:
@@ -85,7 +94,7 @@ def main() -> None:
         studio.queue.stop(run.id)
 
     result = {"users": args.users, "messages_each": args.messages, "max_new_tokens": args.max_new_tokens,
-              "device": "cpu (2 cores)", "requests": len(latencies), "errors": errors,
+              "device": device_name(), "requests": len(latencies), "errors": errors,
               "latency_s": {"p50": percentile(latencies, 0.5), "p90": percentile(latencies, 0.9),
                             "p99": percentile(latencies, 0.99), "mean": round(statistics.mean(latencies), 2)},
               "first_update_s": {"p50": percentile(first_updates, 0.5), "p90": percentile(first_updates, 0.9)},
