@@ -104,6 +104,9 @@ class JobQueue:
         """A queued run leaves the queue; a running one saves its adapter and stops, or is killed after a timeout."""
         run = find_run(self.workspace, run_id)
         self._check_owner(run, user, admin)
+        if run.state not in ("queued", "running"):
+            raise ValueError(Message("Run {run} is {state}; there is nothing to stop.", run=run.id,
+                                     state=run.state))
         with self._wake:
             if run.state == "queued" and run.id not in self._busy.values():
                 run.set_status(state="stopped", message=Message("Removed from the queue before it started."))

@@ -17,6 +17,10 @@ class Message(str):
     def __reduce__(self):  # pickled (queues, processes) as template and values, not as the finished text
         return _rebuild, (self.template, self.values)
 
+    def replace(self, **values) -> Message:
+        """The same message with some of its values changed."""
+        return type(self)(self.template, **{**self.values, **values})
+
     @classmethod
     def join(cls, separator: str, parts) -> Message:
         """`separator.join(parts)`, each part translated on its own."""

@@ -38,6 +38,9 @@ def test_only_the_owner_or_an_admin_may_stop_or_delete(workspace):
             queue.delete(run.id, user="ana")
         queue.stop(run.id, user="admin", admin=True)
         assert run.state == "stopped" and "Removed from the queue" in run.status()["message"]
+        with pytest.raises(ValueError, match="is stopped; there is nothing to stop"):
+            queue.stop(run.id, user="ana")
+        assert not run.stop_requested
         queue.delete(run.id, user="ana")
         assert not run.path.exists()
     finally:

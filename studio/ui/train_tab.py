@@ -1,7 +1,9 @@
 """The Train tab: pick data, model and preset, start a run, and watch it live."""
 from __future__ import annotations
 
+import html
 import time
+from pathlib import Path
 
 import gradio as gr
 import pandas as pd
@@ -9,6 +11,7 @@ import pandas as pd
 from ..config import (CHECKPOINTING, ConfigError, TrainConfig, config_from_preset, load_presets, save_user_preset,
                       suggest_for_size)
 from ..gpu import list_gpus
+from ..messages import Message, text_of
 from ..models import EMBEDDED_LABEL, EMBEDDED_NAME, ModelNotFound, list_local_models, resolve_model
 from ..runs import Run, find_run, list_runs
 from ..training.advisor import advise
@@ -30,6 +33,7 @@ ADVANCED = [
     ("early_stopping_patience", N_("Stop early after this many worse evaluations (0: never)")),
     ("seed", N_("Random seed")),
 ]
+MAX_MEMORY_POINTS = 600  # per device, in the memory chart
 # A run's state, shown as an icon and as a word in the visitor's language.
 STATE_ICONS = {N_("queued"): "…", N_("running"): "▶", N_("completed"): "✔", N_("failed"): "✖",
                N_("stopped"): "■", N_("interrupted"): "⚠"}
@@ -66,9 +70,8 @@ def _component_for(field: str, value):
     return gr.Textbox(value=str(value), label=label)
 
 
-def settings_from(preset_name: str, studio: Studio) -> list:
-    preset = load_presets(studio.workspace.root / "presets")[preset_name]
-    config = TrainConfig(**{**preset.settings, "dataset": "-"})
+def settings_from(preset) -> list:
+    config = config_from_preset(preset, dataset="-")
     values = []
     for field, _ in ADVANCED:
         value = getattr(config, field)
@@ -91,6 +94,16 @@ def build_config(dataset, model, preset, values, gpus=(), fsdp=False) -> TrainCo
                                   "fsdp": bool(fsdp), "model": "embedded" if model == EMBEDDED_LABEL else model})
 
 
+def with_labels(message, t: Translator):
+    """A settings error that names each setting as Advanced settings labels it, not by its run.yaml name."""
+    if not isinstance(message, Message):
+        return message
+    values = {k: with_labels(v, t) for k, v in message.values.items()}
+    if values.get("field") in dict(ADVANCED):
+        values["field"] = t(dict(ADVANCED)[values["field"]])
+    return message.replace(**values)
+
+
 def gpu_choices(studio: Studio) -> list[tuple[str, int]]:
     """The GPUs this studio may train on, as the picker shows them."""
     allowed = set(studio.queue.devices)
@@ -105,7 +118,7 @@ def fit_text(studio: Studio, model_choice, values, t: Translator = english) -> s
         path = resolve_model(config.model, studio.workspace, progress=lambda _m: None)
         return t("**Will it fit?** {estimate}", estimate=t.message(estimate_for(path, config).summary()))
     except (ConfigError, ModelNotFound, OSError, ValueError) as e:
-        return t("**Will it fit?** Cannot tell yet: {error}", error=t.message(e))
+        return t("**Will it fit?** Cannot tell yet: {error}", error=t.message(with_labels(text_of(e), t)))
 
 
 def progress_html(run: Run, t: Translator = english) -> str:
@@ -118,10 +131,11 @@ def progress_html(run: Run, t: Translator = english) -> str:
     running = eta and status.get("state") == "running"
     eta_text = t(" · about {minutes:.1f} min left", minutes=eta / 60) if running else ""
     state = status.get("state", N_("unknown"))
-    return (f"<div><b>{STATE_ICONS.get(state, '')} {run.id}</b> — {t(state)}{eta_text}<br>"
+    # The message can quote what people typed (a dataset or model name): it is text, never markup.
+    return (f"<div><b>{STATE_ICONS.get(state, '')} {html.escape(run.id)}</b> — {t(state)}{eta_text}<br>"
             f"<progress max='1' value='{share:.3f}' style='width:100%'></progress> "
             + t("step {step} of {total}", step=step, total=total or "?")
-            + f"<br><i>{t.message(status)}</i></div>")
+            + f"<br><i>{html.escape(t.message(status))}</i></div>")
 
 
 def charts(run: Run, t: Translator = english) -> tuple[pd.DataFrame, pd.DataFrame, pd.DataFrame]:
@@ -130,6 +144,9 @@ def charts(run: Run, t: Translator = english) -> tuple[pd.DataFrame, pd.DataFram
                  for k, name in (("loss", N_("train")), ("eval_loss", N_("validation"))) if k in m]
     lr_rows = [{"step": m["step"], "learning_rate": m["learning_rate"]} for m in metrics if "learning_rate" in m]
     samples = [s for s in run.gpu_samples() if "used_gb" in s]
+    devices = len({s.get("device") for s in samples}) or 1
+    # One sample a second per device grows without end; a chart needs no more than a few hundred points each.
+    samples = samples[::max(1, len(samples) // (MAX_MEMORY_POINTS * devices))]
     t0 = samples[0]["time"] if samples else 0
     mem_rows = [{"seconds": round(s["time"] - t0, 1), "GB": s["used_gb"], "device": s.get("device", "")}
                 for s in samples]
@@ -173,7 +190,7 @@ def build(studio: Studio, labels: Labels):
         apply_suggestion = add(gr.Button("Apply suggestion", size="sm", visible=False))
     with add(gr.Accordion("Advanced settings", open=False)):
         advanced = []
-        defaults = settings_from("chatbot", studio)
+        defaults = settings_from(presets["chatbot"])
         for (field, _), value in zip(ADVANCED, defaults):
             advanced.append(add(_component_for(field, value)))
         with gr.Row():
@@ -196,6 +213,7 @@ def build(studio: Studio, labels: Labels):
         run_pick = add(gr.Dropdown(run_choices(studio), label="Watch run", scale=3, elem_id="run-pick"))
         stop = add(gr.Button("Stop", scale=1))
         resume = add(gr.Button("Resume", scale=1))
+        delete = add(gr.Button("Delete", scale=1, variant="stop"))
     progress = gr.HTML(elem_id="run-progress")
     with gr.Row():
         loss_plot = add(gr.LinePlot(x="step", y="loss", color="series", title="Loss", x_title="step", y_title="loss",
@@ -216,7 +234,7 @@ def build(studio: Studio, labels: Labels):
 
     # ---- behaviour ----
     def on_preset(name, request: gr.Request):
-        return [preset_description(presets, name, translator(request))] + settings_from(name, studio) \
+        return [preset_description(presets, name, translator(request))] + settings_from(presets[name]) \
             if name in presets else [gr.update()] * (1 + len(advanced))
 
     preset.change(on_preset, preset, [preset_text] + advanced)
@@ -260,8 +278,9 @@ def build(studio: Studio, labels: Labels):
     def on_fit(request: gr.Request, model_choice, *values):
         return fit_text(studio, model_choice, values, translator(request))
 
-    for component in [model] + advanced:
-        component.change(on_fit, [model] + advanced, fit)
+    # A preset changes every setting at once: estimate once, for the last change (a hub lookup can take seconds).
+    gr.on([c.change for c in [model] + advanced], on_fit, [model] + advanced, fit, trigger_mode="always_last",
+          show_progress="hidden")
 
     def on_save_preset(request: gr.Request, name, *values):
         t = translator(request)
@@ -282,12 +301,17 @@ def build(studio: Studio, labels: Labels):
         t = translator(request)
         if not form[dataset]:
             return t("❌ Choose a dataset first (save one in the Dataset tab)."), gr.update()
+        if form[dataset] not in dataset_choices(studio) and not Path(form[dataset]).is_file():
+            return t("❌ There is no dataset called '{name}'. Choose one from the list, or save it in the Dataset "
+                     "tab first.", name=form[dataset]), gr.update()
         try:
             config = build_config(form[dataset], form[model], form[preset], [form[c] for c in advanced],
                                   form[gpu_pick], form[fsdp])
+            # Now, not hours later when its turn comes: a model that cannot be had (mistyped, no internet).
+            resolve_model(config.model, studio.workspace, progress=lambda _m: None)
             run = studio.queue.submit(config, owner=studio.user(request), name=form[run_name])
-        except ValueError as e:  # a setting out of range, or a GPU this studio may not use
-            return f"❌ {t.message(e)}", gr.update()
+        except ValueError as e:  # a setting out of range, a model that cannot be had, a GPU not for this studio
+            return f"❌ {t.message(with_labels(text_of(e), t))}", gr.update()
         waiting = len(studio.queue.queue()) - 1
         message = t("Run **{run}** starts now.", run=run.id) if waiting <= 0 else \
             t("Run **{run}** is number {place} in the queue.", run=run.id, place=waiting + 1)
@@ -315,9 +339,9 @@ def build(studio: Studio, labels: Labels):
                 queue_table(studio, t), compare_losses(studio, compare_ids))
 
     outputs = [progress, loss_plot, lr_plot, mem_plot, advice, log, queue_view, compare_plot]
-    timer.tick(refresh, [run_pick, compare_pick], outputs, show_progress="hidden")
-    run_pick.change(refresh, [run_pick, compare_pick], outputs, show_progress="hidden")
-    compare_pick.change(refresh, [run_pick, compare_pick], outputs, show_progress="hidden")
+    # Refreshing only reads the run's files: every visitor's page may do it at once, not one after another.
+    gr.on([timer.tick, run_pick.change, compare_pick.change], refresh, [run_pick, compare_pick], outputs,
+          show_progress="hidden", concurrency_limit=None)
 
     def act(action, done: str):
         """A Stop or Resume handler: the queue checks that the person may touch the run."""
@@ -337,6 +361,8 @@ def build(studio: Studio, labels: Labels):
                notice)
     resume.click(act(studio.queue.resume, N_("{run} is queued to resume from its last checkpoint.")), run_pick,
                  notice)
+    delete.click(act(studio.queue.delete, N_("Deleted {run} and everything it saved.")), run_pick, notice).then(
+        lambda: (gr.update(choices=run_choices(studio), value=None),) * 2, None, [run_pick, compare_pick])
 
     def on_focus():
         """Refresh the pickers whenever the tab is opened: other tabs and other people add to them."""
