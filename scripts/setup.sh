@@ -6,7 +6,13 @@ set -euo pipefail
 cd "$(dirname "$0")/.."
 want_tests=${1:-}
 
-[ -x .venv/bin/python ] || python3 -m venv .venv
+as_root() { if [ "$(id -u)" -eq 0 ]; then "$@"; else sudo "$@"; fi; }
+
+if [ ! -x .venv/bin/python ] && ! python3 -m venv .venv; then
+  echo "python3 cannot make a virtual environment here: install python3-venv" \
+       "(Debian/Ubuntu: sudo apt-get install python3-venv), then run this again." >&2
+  exit 1
+fi
 py=.venv/bin/python
 
 # torch first, so the requirements never replace a CUDA build that is already there.
@@ -16,7 +22,7 @@ if ! "$py" -c 'import torch' 2>/dev/null; then
   if $has_gpu; then
     "$py" -m pip install -q torch            # the CUDA build
   else
-    "$py" -m pip install -q torch==2.13.0    # the CPU build this lab keeps on disk
+    "$py" -m pip install -q torch==2.13.0    # the CPU build where the package source has one (this lab's does)
   fi
 fi
 
@@ -34,5 +40,5 @@ fi
 
 if [ "$want_tests" = "--test" ] && [ ! -x /usr/bin/chromium ]; then
   echo "Installing Debian's chromium for the browser tests"
-  apt-get update -qq && apt-get install -y -qq chromium >/dev/null
+  as_root apt-get update -qq && as_root apt-get install -y -qq chromium >/dev/null
 fi

@@ -8,15 +8,11 @@ from studio.workspace import Workspace
 @contextlib.contextmanager
 def serving(workspace: Workspace, **launch_options):
     """The Gradio app over a workspace on a free local port; yields the Studio with its .url set."""
-    import socket
-
-    from studio.jobs import JobQueue
+    from studio.jobs import JobQueue, free_port
     from studio.ui.app import build_app
     from studio.ui.context import Studio
 
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        port = s.getsockname()[1]
+    port = free_port()
     studio = Studio(workspace, JobQueue(workspace, devices=[""], poll=0.2))
     app = build_app(studio)
     options = {"server_name": "127.0.0.1", "allowed_paths": [str(workspace.exports)], **launch_options,
