@@ -250,13 +250,14 @@ def build(studio: Studio, labels: Labels):
 
     def suggestion_for(name) -> dict | None:
         """Rank, learning rate and epochs suited to the chosen dataset's size; None until it can be read."""
-        from ..data import load_records
+        from ..data import list_datasets, load_records
 
-        try:
-            records, _ = load_records(name, studio.workspace)
+        saved = {d["name"]: d["valid"] for d in list_datasets(studio.workspace) if d.get("valid") is not None}
+        try:  # a saved dataset's report has the count; a file path is read
+            rows = saved[name] if name in saved else len(load_records(name, studio.workspace)[0])
         except Exception:  # noqa: BLE001 - a half-typed name: no suggestion yet
             return None
-        return {**suggest_for_size(len(records)), "rows": len(records)}
+        return {**suggest_for_size(rows), "rows": rows}
 
     def on_dataset(name, request: gr.Request):
         tip = suggestion_for(name)
