@@ -124,6 +124,8 @@ def test_report_token_counts_match_tokenize_record(tokenizer):
     assert report.template == "the chat template of SmolLM2-135M-Instruct"
     short = inspect_file(DATA / "sharegpt.json", tokenizer=tokenizer, max_length=20)
     assert short.to_json()["tokens"]["answers_cut_off"] == 2  # the default system prompt alone is longer
+    assert report.with_max_length(20).to_json() == {**short.to_json(), "max_length": 20}
+    assert report.answers_cut_off == 0 and report.with_max_length(20).answers_cut_off == 2
 
 
 plain_text = st.text(st.characters(blacklist_categories=("Cs",), blacklist_characters="<>"), max_size=40)

@@ -83,6 +83,9 @@ def test_long_examples_are_counted_against_the_max_length(tokenizers, chat_file)
     report = check(tokenizers, chat_file, EMBEDDED, 30, 200).report
     assert report.tokens["over_limit"] == 3
     assert "⚠️ 3 examples are longer than the max length of 30 tokens" in summary_text(report)
+    # A new max length is counted from the checked report, without tokenizing again, to the same numbers.
+    recounted = check(tokenizers, chat_file, EMBEDDED, 1024, 200).report.with_max_length(30)
+    assert recounted.tokens == report.tokens and summary_text(recounted) == summary_text(report)
     with pytest.raises(DatasetError, match="whole number of tokens above 0"):
         as_max_length("lots")
     assert as_max_length(2048.0) == 2048
@@ -221,9 +224,13 @@ def test_dataset_tab_in_the_browser(studio_app, page, tmp_path):
     page.locator("#dataset-list [role=gridcell]").first.wait_for()
     assert grid(page, "#dataset-list") == [["pirate-chat", "local", "3", "messages"]]
 
+    page.locator("#dataset-max-length input").fill("0")
+    page.locator("#dataset-max-length input").press("Enter")
+    page.locator("#dataset-notice").get_by_text("The max length must be a whole number").wait_for()
     page.locator("#dataset-max-length input").fill("30")
     page.locator("#dataset-max-length input").press("Enter")
     page.locator("#dataset-summary").get_by_text("3 examples are longer than the max length of 30 tokens").wait_for()
+    expect(page.locator("#dataset-notice")).to_have_text("")  # the complaint about 0 is gone
 
     # A file whose columns are guessed wrong is fixed with the column boxes.
     faq = tmp_path / "faq.csv"

@@ -1,7 +1,7 @@
 """Inspect a data file end to end: read, detect the shape, normalise, tokenize, and report on it."""
 from __future__ import annotations
 
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 
 from ..messages import Message
@@ -31,7 +31,9 @@ class DatasetReport:
     row_numbers: list[int] = field(repr=False)  # the row each record came from
     lengths: list[int] = field(default_factory=list, repr=False)  # tokens per record, before any cut
     template: str | None = None
-    answers_cut_off: int = 0  # records whose trained tokens all lie past max_length
+    # per record, the index of its first trained token (None: it has none), so that what a cut at any max
+    # length does can be worked out without tokenizing again
+    first_trained: list[int | None] = field(default_factory=list, repr=False)
 
     @property
     def valid(self) -> int:
@@ -44,6 +46,15 @@ class DatasetReport:
     @property
     def rows(self) -> int:
         return self.valid + self.invalid
+
+    @property
+    def answers_cut_off(self) -> int:
+        """Records whose trained tokens all lie past max_length, so that they teach nothing."""
+        return sum(1 for first in self.first_trained if first is None or first >= self.max_length)
+
+    def with_max_length(self, max_length: int) -> DatasetReport:
+        """The same report counted against another max length (token lengths do not depend on it)."""
+        return replace(self, max_length=max_length)
 
     @property
     def tokens(self) -> dict | None:
@@ -88,7 +99,7 @@ def inspect_file(path: str | Path, tokenizer=None, mapping: dict[str, str] | Non
 def count_tokens(report: DatasetReport, tokenizer) -> None:
     """Render and tokenize the report's records with a model's tokenizer: token statistics, the template
     used, and a problem for each record the template refuses, which then leaves the records."""
-    report.lengths, report.answers_cut_off = [], 0
+    report.lengths, report.first_trained = [], []
     rendered, records, rows = [], [], []
     for number, record in zip(report.row_numbers, report.records):
         try:
@@ -101,8 +112,7 @@ def count_tokens(report: DatasetReport, tokenizer) -> None:
     for start in range(0, len(rendered), TOKENIZE_BATCH):
         for ids, mask, _ in tokenize_many(tokenizer, rendered[start:start + TOKENIZE_BATCH]):
             report.lengths.append(len(ids))
-            if 1 not in mask[:report.max_length]:
-                report.answers_cut_off += 1
+            report.first_trained.append(mask.index(1) if 1 in mask else None)
     report.problems.sort(key=lambda p: p.row)
     report.records, report.row_numbers = records, rows
     report.template = describe_template(tokenizer, report.format) + (

@@ -306,7 +306,7 @@ def build(studio: Studio, labels: Labels):
 
     report_state = gr.State(None)  # the latest DatasetReport of this visitor's upload
     overrides = gr.State({})  # the columns this visitor mapped by hand
-    editor = gr.State(None)  # {"columns": [...], "mapping": {...}} for the mapping boxes
+    editor = gr.State(None)  # {"columns": [...], "mapping": {...}, "notice": ...} for the mapping boxes
 
     with gr.Column(visible=False) as results:
         add(gr.Markdown("### What is in your file"))
@@ -359,7 +359,8 @@ def build(studio: Studio, labels: Labels):
     def inspect(path, model_choice, max_len, fmt, mapped, t: Translator) -> list:
         """Check the upload and fill in every view; values in the order of `shown`."""
         checked = check(tokenizers, path, model_choice, max_len, studio.max_upload_mb, fmt, mapped, t)
-        report, editor_state = checked.report, {"columns": checked.columns, "mapping": checked.mapping}
+        report = checked.report
+        editor_state = {"columns": checked.columns, "mapping": checked.mapping, "notice": checked.notice}
         if report is None:
             return [checked.notice, gr.update(visible=bool(checked.columns)), None, editor_state,
                     t("**Detected shape:** not recognised yet"), "", length_histogram(None), "",
@@ -382,18 +383,25 @@ def build(studio: Studio, labels: Labels):
         return inspect(path, model_choice, max_len, fmt, mapped, translator(request)) if path else \
             [gr.skip()] * len(shown)
 
-    def on_max_length(path, model_choice, max_len, fmt, mapped, report, request: gr.Request):
+    def on_max_length(path, model_choice, max_len, fmt, mapped, report, editor_state, request: gr.Request):
+        t = translator(request)
         try:
-            value = as_max_length(max_len, translator(request))
+            value = as_max_length(max_len, t)
         except DatasetError as e:  # say so, and keep showing the file as it was checked
-            return [f"❌ {translator(request).message(e)}"] + [gr.skip()] * (len(shown) - 1)
-        if report is not None and report.max_length == value:
-            return [gr.skip()] * len(shown)  # the box lost focus without a change: nothing to redo
-        return on_settings(path, model_choice, value, fmt, mapped, request)
+            return [f"❌ {t.message(e)}"] + [gr.skip()] * (len(shown) - 1)
+        if report is None:
+            return on_settings(path, model_choice, value, fmt, mapped, request)
+        # Token lengths do not depend on the max length: count the checked report against the new one
+        # instead of reading and tokenizing the file again.
+        report = report.with_max_length(value)
+        updates = dict.fromkeys(shown, gr.skip())
+        updates.update({notice: (editor_state or {}).get("notice", ""), report_state: report,
+                        summary: summary_text(report, t)})
+        return [updates[component] for component in shown]
 
     settings = [upload, model, max_length, shape_pick, overrides]
     gr.on([model.input, shape_pick.input], on_settings, settings, shown)
-    gr.on([max_length.submit, max_length.blur], on_max_length, settings + [report_state], shown)
+    gr.on([max_length.submit, max_length.blur], on_max_length, settings + [report_state, editor], shown)
 
     def remap(column: str):
         def handler(field, path, model_choice, max_len, fmt, mapped, request: gr.Request):
