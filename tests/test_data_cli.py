@@ -73,7 +73,7 @@ def test_human_summary_lists_each_problem(run, capsys):
     out = capsys.readouterr().out
     assert "Format: alpaca (instruction -> instruction, input -> input, output -> output)" in out
     assert "Rows: 5 read, 1 valid, 4 skipped" in out
-    assert "  row 2: 'output' is empty" in out and "  row 5: missing field 'output'" in out
+    assert "  row 3: 'output' is empty" in out and "  row 6: missing field 'output'" in out
     assert "Tokens (the chat template of SmolLM2-135M-Instruct): min " in out
 
 

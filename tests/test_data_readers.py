@@ -90,12 +90,15 @@ def test_csv_with_bom_crlf_and_quoted_multiline_fields():
                           {"Question": 'Say "hi"', "Answer": "Hi!"}]
 
 
-def test_csv_row_numbers_count_data_rows_after_the_header(tmp_path):
+def test_csv_rows_are_numbered_as_a_spreadsheet_shows_them(tmp_path):
+    # The header is row 1, the blank row 3 still counts, and the cell that spans two lines is one row.
     path = write(tmp_path, "n.csv", 'a,b\n1,"two\nlines"\n\n3,4\n5,6,7\n8,9,\n')
     table = read_table(path)
-    assert table.row_numbers == [1, 3, 5]
+    assert table.row_numbers == [2, 4, 6]
     assert table.rows[2] == {"a": "8", "b": "9"}  # a trailing empty cell is not an extra column
-    assert [(p.row, p.reason[:30]) for p in table.problems] == [(4, "has 3 cells but the header has")]
+    assert [(p.row, p.reason[:30]) for p in table.problems] == [(5, "has 3 cells but the header has")]
+    below = read_table(write(tmp_path, "below.csv", "\n\nq,a\nhi,hello\n"))  # empty rows above the header
+    assert below.row_numbers == [4]
 
 
 def test_csv_semicolons_and_duplicate_headers(tmp_path):

@@ -94,10 +94,10 @@ def test_bad_alpaca_rows_in_a_csv():
     report = inspect_file(DATA / "bad_alpaca.csv")
     assert report.records == [chat(("user", "Add 1 and 1."), ("assistant", "2"))]
     assert [(p.row, p.reason) for p in report.problems] == [
-        (2, "'output' is empty"),
-        (3, "has 4 cells but the header has 3 columns; put a value that contains the separator in double quotes"),
-        (4, "'instruction' is empty"),
-        (5, "missing field 'output'"),
+        (3, "'output' is empty"),  # the header is row 1, as a spreadsheet shows it
+        (4, "has 4 cells but the header has 3 columns; put a value that contains the separator in double quotes"),
+        (5, "'instruction' is empty"),
+        (6, "missing field 'output'"),
     ]
 
 

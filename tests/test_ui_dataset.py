@@ -247,7 +247,7 @@ def test_dataset_tab_in_the_browser(studio_app, page, tmp_path):
     page.get_by_role("option", name="output: the answer to learn").click()
     shape.get_by_text("Instruction / answer pairs (alpaca)").wait_for()
     expect(page.locator("#dataset-notice")).to_have_text("")
-    assert grid(page, "#dataset-preview") == [["1", "", "How do I reset my password?", "Use 'Forgot password'."]]
+    assert grid(page, "#dataset-preview") == [["2", "", "How do I reset my password?", "Use 'Forgot password'."]]
     assert page.locator("#dataset-name textarea").input_value() == "faq"
 
     sheet = tmp_path / "answers.xlsx"

@@ -10,8 +10,9 @@ class DatasetError(ValueError):
 
 @dataclass(frozen=True)
 class Problem:
-    """One skipped row. Rows are numbered as the user sees them: the line of a JSONL or text file,
-    the data row after the header of a CSV file, the position (from 1) in a JSON array."""
+    """One skipped row. Rows are numbered as the user sees them: the line of a JSONL or text file, the
+    row of a CSV/TSV file as a spreadsheet shows it (the header is row 1, so the first example is row 2; a
+    cell that spans lines is one row), the position (from 1) in a JSON array or a Parquet file."""
 
     row: int
     reason: str

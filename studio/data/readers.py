@@ -163,7 +163,11 @@ def _read_delimited(path: Path, text: str, kind: str) -> Table:
     reader = csv.reader(io.StringIO(text, newline=""), delimiter=delimiter)
     rows, numbers, problems = [], [], []
     try:
-        header = next((cells for cells in reader if any(c.strip() for c in cells)), None)
+        header, header_row = None, 0
+        for header_row, cells in enumerate(reader, 1):  # empty rows above the header are rows too
+            if any(c.strip() for c in cells):
+                header = cells
+                break
         if header is None:
             raise DatasetError(_no_rows(path))
         columns = [name.strip() or f"column_{i + 1}" for i, name in enumerate(header)]
@@ -171,7 +175,8 @@ def _read_delimited(path: Path, text: str, kind: str) -> Table:
         if repeated:
             raise DatasetError(Message("{file}: the header names the column '{column}' more than once. Give every "
                                        "column its own name in the first row.", file=path.name, column=repeated[0]))
-        for number, cells in enumerate(reader, 1):
+        # Numbered as a spreadsheet numbers its rows: the header is row 1, the first example row 2.
+        for number, cells in enumerate(reader, header_row + 1):
             if not any(c.strip() for c in cells):
                 continue  # an empty line or a spreadsheet's empty row: not an example
             if len(cells) > len(columns) and any(c.strip() for c in cells[len(columns):]):
