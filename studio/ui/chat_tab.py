@@ -180,7 +180,9 @@ def build(studio: Studio, labels: Labels):
                     history[-1]["content"] += delta
                 yield left_history, right_history, "", "", ""
         except Exception as e:  # noqa: BLE001 - a failed generation is shown, never a traceback
-            yield left_history, right_history, "", f"❌ {t.message(e)}", ""
+            for history in histories:  # the failed turn goes: it must not be sent again as history
+                del history[-2:]
+            yield left_history, right_history, "", f"❌ {t.message(e)}", text  # and the message is not lost
             return
         lines = [stats_line(a, t) for a in stream.answers]
         yield left_history, right_history, lines[0] if both else "", lines[-1], ""
