@@ -156,6 +156,30 @@ def load_base_model(path: str, quantization: str = "4bit", double_quant: bool = 
             device_map=device_map, trust_remote_code=allow_remote_code())
 
 
+def parameter_count(model) -> int:
+    """How many weights a model has, from its config alone (a path, hub id or loaded config): built on the meta
+    device, so no memory is used and no weights are read or downloaded."""
+    import torch
+    from transformers import AutoConfig, AutoModelForCausalLM, PretrainedConfig
+
+    config = model if isinstance(model, PretrainedConfig) else \
+        AutoConfig.from_pretrained(model, trust_remote_code=allow_remote_code())
+    with torch.device("meta"):
+        built = AutoModelForCausalLM.from_config(config, trust_remote_code=allow_remote_code())
+    return sum(p.numel() for p in built.parameters())
+
+
+def free_memory() -> None:
+    """Hand a dropped model's memory back now: the app process lives on, and training jobs share the GPUs."""
+    import gc
+
+    import torch
+
+    gc.collect()
+    if torch.cuda.is_available():
+        torch.cuda.empty_cache()
+
+
 def load_tokenizer(path: str):
     from transformers import AutoTokenizer
 

@@ -6,7 +6,7 @@ import shutil
 from pathlib import Path
 
 from ..messages import Message
-from ..models import allow_remote_code
+from ..models import allow_remote_code, parameter_count
 from ..runs import ACTIVE, Run
 
 # Written into every merged folder; a folder holding it may be replaced by a newer export of the same kind.
@@ -38,8 +38,7 @@ def require_adapter(run: Run) -> None:
 
 def base_parameters(base: str) -> int:
     """How many weights the base model has, counted on the meta device (no memory, no download of weights)."""
-    import torch
-    from transformers import AutoConfig, AutoModelForCausalLM
+    from transformers import AutoConfig
 
     config = AutoConfig.from_pretrained(base, trust_remote_code=allow_remote_code())
     quantization = getattr(config, "quantization_config", None)
@@ -49,9 +48,7 @@ def base_parameters(base: str) -> int:
         raise ExportError(Message("The base model {base} is stored already quantised ({method}), so it cannot be "
                                   "merged in 16-bit. Train and export with the original 16-bit model as the base, or "
                                   "download the adapter only.", base=base, method=method))
-    with torch.device("meta"):
-        model = AutoModelForCausalLM.from_config(config, trust_remote_code=allow_remote_code())
-    return sum(p.numel() for p in model.parameters())
+    return parameter_count(config)
 
 
 def space_needed(weight_bytes: int, copies: int) -> int:

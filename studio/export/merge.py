@@ -5,7 +5,6 @@ The base is always reloaded in 16-bit (float32 on a CPU), whatever precision the
 """
 from __future__ import annotations
 
-import gc
 import shutil
 import time
 import uuid
@@ -14,7 +13,7 @@ from pathlib import Path
 from typing import Callable
 
 from ..messages import Message
-from ..models import compute_dtype, load_base_model, load_tokenizer, resolve_model
+from ..models import compute_dtype, free_memory, load_base_model, load_tokenizer, resolve_model
 from ..runs import Run
 from ..workspace import Workspace, safe_name, write_json
 from .archive import export_folder, zip_folder
@@ -67,7 +66,7 @@ def merge_run(run: Run, out_dir: str | Path | None = None, *, workspace: Workspa
             examples = first_examples(workspace, config.dataset, DATASET_EXAMPLES)
             check = _merge_into(staging, run, base, examples, report, weight_bytes)
         finally:
-            _release_memory()
+            free_memory()
         write_json(staging / MARKER, {"run_id": run.id, "base_model": config.model, "created": time.time(),
                                       "check": check.to_dict()})
         report(0.8, Message("Writing the model card"))
@@ -116,15 +115,6 @@ def _merge_into(folder: Path, run: Run, base: str, examples: list[dict], report:
     model.save_pretrained(folder, max_shard_size=MAX_SHARD_SIZE)
     tokenizer.save_pretrained(folder)
     return check
-
-
-def _release_memory() -> None:
-    """Hand the model's memory back now: the app process lives on, and training jobs share the GPUs."""
-    import torch
-
-    gc.collect()
-    if torch.cuda.is_available():
-        torch.cuda.empty_cache()
 
 
 def _replace_folder(new: Path, target: Path) -> None:

@@ -9,7 +9,6 @@ generations run at once over the whole pool.
 """
 from __future__ import annotations
 
-import gc
 import logging
 import threading
 import time
@@ -20,7 +19,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from ..messages import Message
-from ..models import MODEL_LOADS, allow_remote_code, load_base_model, load_tokenizer
+from ..models import MODEL_LOADS, free_memory, load_base_model, load_tokenizer, parameter_count
 from . import routing
 from .adapters import AdapterError, AdapterSource, base_mismatch, check_fits, read_adapter
 from .rwlock import ReadWriteLock
@@ -199,7 +198,7 @@ class ModelPool:
             for victim in victims:
                 victim.close()
             if victims:
-                _free_memory()
+                free_memory()
             base = _load(key[0], key[1], self.max_adapters)
             with self._lock:
                 self._bases[key] = base
@@ -261,18 +260,7 @@ def choose_quantization(model_path: str, requested: str = "auto") -> str:
     if not torch.cuda.is_available():
         return "none"
     free, _total = torch.cuda.mem_get_info()
-    return "none" if _parameter_count(model_path) * 2 < AUTO_16BIT_SHARE * free else "4bit"
-
-
-def _parameter_count(model_path: str) -> int:
-    """The model's size from its config alone: built on the meta device, no weights read."""
-    import torch
-    from transformers import AutoConfig, AutoModelForCausalLM
-
-    config = AutoConfig.from_pretrained(model_path, trust_remote_code=allow_remote_code())
-    with torch.device("meta"):
-        model = AutoModelForCausalLM.from_config(config, trust_remote_code=allow_remote_code())
-    return sum(p.numel() for p in model.parameters())
+    return "none" if parameter_count(model_path) * 2 < AUTO_16BIT_SHARE * free else "4bit"
 
 
 def _load(path: str, quantization: str, max_adapters: int) -> PooledBase:
@@ -291,11 +279,3 @@ def _load(path: str, quantization: str, max_adapters: int) -> PooledBase:
 def _drop_int8_cast_notice(record: logging.LogRecord) -> bool:
     # bitsandbytes logs this for every 8-bit matrix product of every token when running on the CPU.
     return not record.getMessage().startswith("MatMul8bitLt: inputs will be cast")
-
-
-def _free_memory() -> None:
-    import torch
-
-    gc.collect()
-    if torch.cuda.is_available():
-        torch.cuda.empty_cache()
