@@ -132,6 +132,19 @@ def list_runs(workspace: Workspace) -> list[Run]:
     return sorted(runs, key=lambda r: r.status().get("created", 0), reverse=True)
 
 
+def run_folder_or_id(workspace: Workspace, spec: str | os.PathLike) -> Run:
+    """What a command's RUN argument names: a run folder (it holds run.yaml), or the id of a run in the workspace."""
+    path = Path(spec).expanduser()
+    if (path / "run.yaml").exists():
+        return Run(path.resolve())
+    try:
+        return find_run(workspace, str(spec))
+    except FileNotFoundError:
+        raise FileNotFoundError(Message("No run folder at '{spec}' and no run with that id in {folder}. Give the path "
+                                        "of a run folder (it holds run.yaml) or a run id.", spec=str(spec),
+                                        folder=str(workspace.runs))) from None
+
+
 def find_run(workspace: Workspace, run_id: str) -> Run:
     path = workspace.inside(workspace.runs / safe_name(run_id))
     if not (path / "run.yaml").exists():

@@ -3,9 +3,8 @@ from __future__ import annotations
 
 import argparse
 import sys
-from pathlib import Path
 
-from ..runs import Run, find_run
+from ..runs import run_folder_or_id
 from ..workspace import Workspace
 from .checks import ExportError, human_size
 from .merge import merge_run
@@ -28,7 +27,7 @@ def register(subparsers) -> None:
 def run_merge(args: argparse.Namespace) -> int:
     try:
         workspace = Workspace.at(getattr(args, "workspace", None))
-        result = merge_run(_find(args.run, workspace), args.out, workspace=workspace, make_zip=args.zip,
+        result = merge_run(run_folder_or_id(workspace, args.run), args.out, workspace=workspace, make_zip=args.zip,
                            progress=_print_progress)
     except (ExportError, ValueError, OSError) as e:
         print(f"error: {' '.join(str(e).split())}", file=sys.stderr)
@@ -42,17 +41,6 @@ def run_merge(args: argparse.Namespace) -> int:
         print("error: the merge check failed; the files were saved, but use the adapter instead", file=sys.stderr)
         return 1
     return 0
-
-
-def _find(spec: str, workspace: Workspace) -> Run:
-    path = Path(spec).expanduser()
-    if (path / "run.yaml").exists():
-        return Run(path.resolve())
-    try:
-        return find_run(workspace, spec)
-    except FileNotFoundError:
-        raise ExportError(f"No run folder at '{spec}' and no run with that id in {workspace.runs}. Give the path "
-                          "of a run folder (it holds run.yaml) or a run id.") from None
 
 
 def _print_progress(fraction: float, message: str) -> None:

@@ -4,10 +4,9 @@ from __future__ import annotations
 import argparse
 import json
 import sys
-from pathlib import Path
 
 from ..models import EMBEDDED, ModelNotFound, resolve_model
-from ..runs import Run, find_run
+from ..runs import run_folder_or_id
 from ..workspace import Workspace
 from .pool import QUANTIZATIONS
 
@@ -87,7 +86,7 @@ def _adapter_and_model(args, workspace: Workspace) -> tuple[str, str]:
     from .adapters import read_adapter
 
     if args.run:
-        run = _run(args.run, workspace)
+        run = run_folder_or_id(workspace, args.run)
         if not run.has_adapter():
             raise ValueError(f"Run {run.id} has no adapter yet (it is {run.state}). Chat with it once it has "
                              "finished training.")
@@ -102,15 +101,6 @@ def _adapter_and_model(args, workspace: Workspace) -> tuple[str, str]:
             print(f"note: the adapter's base model '{source.base_model}' is not available here; using the "
                   "embedded model (pass --model to choose another)", file=sys.stderr)
     return str(source.path), _resolve(EMBEDDED, workspace)
-
-
-def _run(value: str, workspace: Workspace) -> Run:
-    path = Path(value).expanduser()
-    if path.is_dir():
-        if not (path / "run.yaml").exists():
-            raise ValueError(f"{path} is not a run folder (it has no run.yaml).")
-        return Run(path)
-    return find_run(workspace, value)
 
 
 def _resolve(spec: str, workspace: Workspace) -> str:

@@ -5,14 +5,15 @@ from __future__ import annotations
 from pathlib import Path
 
 from ..config import ConfigError, TrainConfig
-from ..runs import Run, create_run
+from ..runs import Run, create_run, run_folder_or_id
 from ..workspace import Workspace
 
 
 def register(commands) -> None:
     parser = commands.add_parser("train", help="train a run in this process",
-                                 description="Train a run folder, or a run.yaml (a new run folder is made for it).")
-    parser.add_argument("run", help="a run folder, or a run.yaml file")
+                                 description="Train a run folder (or a run id), or a run.yaml (a new run folder is "
+                                             "made for it).")
+    parser.add_argument("run", help="a run folder, a run id in the workspace, or a run.yaml file")
     parser.set_defaults(func=train_command)
 
 
@@ -22,14 +23,14 @@ def train_command(args) -> int:
     workspace = Workspace.at(args.workspace)
     target = Path(args.run)
     try:
-        if target.is_dir() and (target / "run.yaml").exists():
-            run = Run(target)
-        elif target.is_file():
+        if target.is_file():
             config = TrainConfig.load(target)
             run = Run(target.parent) if (target.parent / "status.json").exists() else _new_run(workspace, config)
         else:
-            print(f"error: {target} is neither a run folder nor a run.yaml file", flush=True)
-            return 2
+            run = run_folder_or_id(workspace, args.run)
+    except FileNotFoundError as e:
+        print(f"error: {e}", flush=True)
+        return 2
     except ConfigError as e:
         print(f"error: {target}: {e}", flush=True)
         return 2
