@@ -82,6 +82,9 @@ def test_human_summary_lists_each_problem(run, capsys):
     (["inspect", DATA / "pirate.png", "--model", "none"], "pirate.png"),
     (["inspect", DATA / "alpaca.json", "--model", "none", "--map", "instruction"], "--map instruction: write it"),
     (["inspect", DATA / "alpaca.json", "--model", "no/such-model"], "Could not get 'no/such-model'"),
+    (["inspect", DATA / "alpaca.json", "--model", "none", "--map", "output=ignore"],
+     "Could not tell which columns hold the examples (columns: instruction, input, output). Say which column holds "
+     "which field with --map COLUMN=FIELD"),
 ])
 def test_unusable_input_exits_2_with_one_line(run, capsys, tmp_path, argv, named):
     if argv[1].name == "pirate.png":

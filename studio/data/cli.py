@@ -7,7 +7,7 @@ import sys
 
 from ..models import EMBEDDED, ModelNotFound, load_tokenizer, resolve_model
 from ..workspace import Workspace
-from .errors import DatasetError
+from .errors import DatasetError, MappingError
 from .report import DatasetReport, count_tokens, inspect_file
 from .shapes import FIELDS, FORMATS, IGNORE
 from .store import list_datasets, save_dataset
@@ -105,8 +105,13 @@ def summary(report: DatasetReport) -> str:
 
 def _inspect(args) -> DatasetReport:
     # The file first: a file that cannot be used is reported before a model is loaded.
-    report = inspect_file(args.file, mapping=parse_mapping(args.map) or None, max_length=args.max_length,
-                          fmt=args.format)
+    try:
+        report = inspect_file(args.file, mapping=parse_mapping(args.map) or None, max_length=args.max_length,
+                              fmt=args.format)
+    except MappingError as e:
+        raise MappingError(f"{e} Say which column holds which field with --map COLUMN=FIELD, e.g. --map "
+                           f"question=instruction --map answer=output. Fields: {', '.join(FIELDS)}, or {IGNORE}.") \
+            from None
     if args.model.strip().lower() != NO_MODEL:
         path = resolve_model(args.model, _workspace(args), progress=lambda m: print(m, file=sys.stderr))
         try:

@@ -8,6 +8,11 @@ class DatasetError(ValueError):
     """A file, a setting or a row that cannot be used; the message names it and says how to fix it."""
 
 
+class MappingError(DatasetError):
+    """The columns cannot be matched to the fields of a format. The message names the columns; how to map
+    them by hand (the tab's column boxes, the CLI's --map) is for the caller to add."""
+
+
 @dataclass(frozen=True)
 class Problem:
     """One skipped row. Rows are numbered as the user sees them: the line of a JSONL or text file, the

@@ -9,7 +9,7 @@ from __future__ import annotations
 import json
 
 from ..messages import Message
-from .errors import DatasetError
+from .errors import DatasetError, MappingError
 
 FORMATS = ("alpaca", "sharegpt", "messages", "completion", "text")
 IGNORE = "ignore"  # an override that takes a column out of the mapping
@@ -64,16 +64,17 @@ def detect_format(columns: list[str], rows: list[dict], overrides: dict[str, str
     missing = [s for s in _REQUIRED[fmt] if s not in by_slot]
     if missing:
         need = [_FORMAT_FIELDS[fmt][s] for s in missing]
-        raise DatasetError(Message("The {format} format needs a column for {fields}, but none of the columns "
-                                   "({columns}) was recognised as one. Map it by hand, e.g. COLUMN={field}.",
-                                   format=fmt, fields=" and ".join(need), columns=", ".join(columns), field=need[0]))
-    unused = [s for s in wanted if s not in _FORMAT_FIELDS[fmt]]
-    if unused:
-        raise DatasetError(Message("The {format} format has no {fields} field. Choose another format or map those "
-                                   "columns to '{ignore}'.", format=fmt, fields=" or ".join(sorted(unused)),
-                                   ignore=IGNORE))
+        raise MappingError(Message("The {format} format needs a column for {fields}, but none of the columns "
+                                   "({columns}) was recognised as one.",
+                                   format=fmt, fields=" and ".join(need), columns=", ".join(columns)))
+    unusable = [(c, f) for c, f in overrides.items() if f != IGNORE and _SLOT[f] not in _FORMAT_FIELDS[fmt]]
+    if unusable:
+        raise MappingError(Message("The {format} format has no place for {columns}. Choose another format, or set "
+                                   "those columns to '{ignore}'.", format=fmt, ignore=IGNORE,
+                                   columns=Message.join(", ", [Message("column '{column}' as {field}", column=c,
+                                                                       field=f) for c, f in unusable])))
     if fmt in ("sharegpt", "messages") and not _conversation_values(rows, by_slot["conversation"]):
-        raise DatasetError(Message('Column \'{column}\' does not hold conversations (lists of turns like [{{"role": '
+        raise MappingError(Message('Column \'{column}\' does not hold conversations (lists of turns like [{{"role": '
                                    '"user", "content": ...}}]). Map another column or choose another format.',
                                    column=by_slot["conversation"]))
     names = _FORMAT_FIELDS[fmt]
@@ -151,9 +152,8 @@ def _decide(mapping: dict[str, str], rows: list[dict], wanted: set[str], columns
     for fmt in FORMATS:  # what the user's own mapping is heading for; the caller says what is missing
         if wanted and wanted <= set(_FORMAT_FIELDS[fmt]):
             return fmt
-    raise DatasetError(Message("Could not tell which columns hold the examples (columns: {columns}). Map them by "
-                               "hand, e.g. question=instruction and answer=output. Fields: {fields}.",
-                               columns=", ".join(columns), fields=", ".join(FIELDS)))
+    raise MappingError(Message("Could not tell which columns hold the examples (columns: {columns}).",
+                               columns=", ".join(columns)))
 
 
 def _conversation_values(rows: list[dict], column: str) -> bool:
