@@ -169,6 +169,10 @@ def test_save_records_the_dataset_and_its_owner(tokenizers, chat_file, workspace
 
     assert save(workspace, chat_file, report, "  ", False, "bob") == "❌ Type a name for the dataset first."
     assert save(workspace, None, None, "x", False, "bob").startswith("❌ Upload a file")
+    # An upload whose examples cannot be found yet is there: the way on is the column boxes, not another upload.
+    assert save(workspace, chat_file, None, "x", False, "bob", columns=["title", "body"]) == (
+        "❌ The examples in this file cannot be found yet. Set the column boxes above until the examples appear, "
+        "then save.")
 
 
 # ---- the tab in a real browser ----------------------------------------------------------------------

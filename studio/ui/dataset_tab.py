@@ -253,8 +253,12 @@ def example_view(tokenizer, report: DatasetReport | None, number,
 
 
 def save(workspace: Workspace, path: str | Path | None, report: DatasetReport | None, name: str,
-         overwrite: bool, owner: str, t: Translator = english) -> str:
-    """Save the checked dataset into the workspace and say where it went, or what to do instead."""
+         overwrite: bool, owner: str, t: Translator = english, columns: list[str] | None = None) -> str:
+    """Save the checked dataset into the workspace and say where it went, or what to do instead. columns
+    are the upload's columns when its examples could not be found (the mapping boxes show them)."""
+    if path and report is None and columns:
+        return t("❌ The examples in this file cannot be found yet. Set the column boxes above until the examples "
+                 "appear, then save.")
     if report is None or not path:
         return t("❌ Upload a file and check that its examples look right before saving.")
     if not (name or "").strip():
@@ -419,12 +423,13 @@ def build(studio: Studio, labels: Labels):
 
     example.input(on_example, [example, model, report_state], [rendering, caption], trigger_mode="always_last")
 
-    def on_save(path, report, dataset_name, replace, request: gr.Request):
+    def on_save(path, report, dataset_name, replace, editor_state, request: gr.Request):
         t = translator(request)
-        message = save(studio.workspace, path, report, dataset_name, replace, studio.user(request), t)
+        message = save(studio.workspace, path, report, dataset_name, replace, studio.user(request), t,
+                       columns=(editor_state or {}).get("columns"))
         return message, datasets_table(studio.workspace, t)
 
-    save_button.click(on_save, [upload, report_state, name, overwrite], [saved, datasets])
+    save_button.click(on_save, [upload, report_state, name, overwrite, editor], [saved, datasets])
 
     def on_focus(request: gr.Request):
         """New models and datasets appear when the tab is opened: other tabs and other people add them."""
