@@ -223,6 +223,7 @@ def test_not_enough_disk_is_refused(trained_run, export_workspace, tmp_path, mon
     assert with_zip.value.needed > 2 * weights and with_zip.value.free == free
     message = str(with_zip.value)
     assert f"needs about {human_size(with_zip.value.needed)}" in message and "only 300 MB is free" in message
+    assert "delete older exports" in message and "ask the administrator" in message  # not a folder chooser
     assert not out.parent.exists()
     with pytest.raises(NotEnoughSpace) as folder_only:
         merge_run(trained_run, out, workspace=export_workspace, make_zip=False)
@@ -248,10 +249,37 @@ def test_a_failed_merge_leaves_the_earlier_export_whole(exported, trained_run, e
     result, _ = exported
     before = {p.name: p.stat().st_size for p in result.merged_dir.iterdir()}
     monkeypatch.setattr(merge, "_merge_into", disk_full)
-    with pytest.raises(OSError, match="No space left"):
+    with pytest.raises(NotEnoughSpace, match="The disk filled up while writing the merged model") as full:
         merge_run(trained_run, workspace=export_workspace, make_zip=False)
+    assert "delete older exports" in str(full.value) and "ask the administrator" in str(full.value)
     assert {p.name: p.stat().st_size for p in result.merged_dir.iterdir()} == before
     assert not [p for p in result.merged_dir.parent.iterdir() if p.name.startswith(".")]
+
+
+def test_a_disk_that_fills_up_while_zipping_is_not_enough_space(exported, trained_run, export_workspace, tmp_path,
+                                                                 monkeypatch):
+    import studio.export.merge as merge
+
+    def disk_full(*_args, **_kwargs):
+        raise OSError(28, "No space left on device")
+
+    monkeypatch.setattr(merge, "_merge_into", lambda folder, *_args: exported[0].check)
+    monkeypatch.setattr(merge, "zip_folder", disk_full)
+    with pytest.raises(NotEnoughSpace, match="while writing the merged model and its zip"):
+        merge_run(trained_run, tmp_path / "merged", workspace=export_workspace)
+
+
+def test_running_out_of_gpu_memory_says_what_to_do(trained_run, export_workspace, tmp_path, monkeypatch):
+    import studio.export.merge as merge
+
+    def out_of_memory(*_args):
+        raise torch.OutOfMemoryError("CUDA out of memory. Tried to allocate 2.00 GiB")
+
+    monkeypatch.setattr(merge, "_merge_into", out_of_memory)
+    with pytest.raises(ExportError, match="not enough GPU memory") as refused:
+        merge_run(trained_run, tmp_path / "merged", workspace=export_workspace, make_zip=False)
+    assert "Wait until the training jobs and chats are done" in str(refused.value)
+    assert not (tmp_path / "merged").exists()
 
 
 @pytest.mark.parametrize("numbers, ok", [

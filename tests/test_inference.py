@@ -343,6 +343,18 @@ def test_generations_at_once_never_exceed_the_limit(pool, model_path, adapters, 
     assert max(r.waited_s for r in results) > 0
 
 
+def test_running_out_of_gpu_memory_says_what_to_do(pool, model_path, monkeypatch):
+    base = pool.base(model_path, "none")
+
+    def out_of_memory(*_args, **_kwargs):
+        raise torch.OutOfMemoryError("CUDA out of memory. Tried to allocate 2.00 GiB")
+
+    monkeypatch.setattr(base.model, "generate", out_of_memory)
+    with pytest.raises(ChatError, match="ran out of memory") as refused:
+        chat(pool, model_path, PROMPT, settings=GREEDY, quantization="none").collect()
+    assert all(advice in str(refused.value) for advice in ("shorter answer", "4bit", "side by side", "training"))
+
+
 # ---- wrong adapters ----
 
 def edited_copy(adapter: str, folder: Path, **changes) -> str:

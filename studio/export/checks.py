@@ -64,7 +64,7 @@ def require_free_space(where: Path, needed: int, what: str) -> None:
     if free < needed:
         raise NotEnoughSpace(
             Message("Not enough disk space for {what}: it needs about {needed} in {where}, but only {free} is free "
-                    "there. Free some space (older exports can go), or choose a folder on another disk.", what=what,
+                    "there. Free some space (delete older exports), or ask the administrator for more disk.", what=what,
                     needed=human_size(needed), where=str(where), free=human_size(free)),
             needed, free, Path(where))
 

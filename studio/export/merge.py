@@ -5,9 +5,11 @@ The base is always reloaded in 16-bit (float32 on a CPU), whatever precision the
 """
 from __future__ import annotations
 
+import errno
 import shutil
 import time
 import uuid
+from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Callable
@@ -18,7 +20,7 @@ from ..runs import Run
 from ..workspace import Workspace, safe_name, write_json
 from .archive import export_folder, zip_folder
 from .card import write_card
-from .checks import (MARKER, base_parameters, human_size, require_adapter, require_free_space,
+from .checks import (MARKER, ExportError, NotEnoughSpace, base_parameters, human_size, require_adapter, require_free_space,
                      require_replaceable, space_needed)
 from .dataset import first_examples
 from .verify import DATASET_EXAMPLES, MergeCheck, MergeChecker
@@ -55,8 +57,16 @@ def merge_run(run: Run, out_dir: str | Path | None = None, *, workspace: Workspa
     base = resolve_model(config.model, workspace, progress=lambda message: report(0.01, message))
     dtype = compute_dtype()
     weight_bytes = base_parameters(base) * torch.empty(0, dtype=dtype).element_size()
-    require_free_space(target.parent, space_needed(weight_bytes, copies=2 if make_zip else 1),
-                       Message("the merged model and its zip") if make_zip else Message("the merged model"))
+    needed = space_needed(weight_bytes, copies=2 if make_zip else 1)
+    what = Message("the merged model and its zip") if make_zip else Message("the merged model")
+    require_free_space(target.parent, needed, what)
+    with _plain_failures(target.parent, needed, what):
+        return _merge_and_save(run, target, zip_path, base, weight_bytes, workspace, report)
+
+
+def _merge_and_save(run: Run, target: Path, zip_path: Path | None, base: str, weight_bytes: int,
+                    workspace: Workspace, report: Progress) -> ExportResult:
+    config = run.config
 
     target.parent.mkdir(parents=True, exist_ok=True)
     staging = target.with_name(f".{target.name}.partial-{uuid.uuid4().hex[:12]}")
@@ -81,6 +91,31 @@ def merge_run(run: Run, out_dir: str | Path | None = None, *, workspace: Workspa
     size = sum(p.stat().st_size for p in target.rglob("*") if p.is_file())
     report(1.0, Message("Done: {folder} ({size})", folder=str(target), size=human_size(size)))
     return ExportResult(run.id, target, zip_path, card_path, check, size)
+
+
+@contextmanager
+def _plain_failures(where: Path, needed: int, what: str):
+    """A GPU or disk that fills up half way is told as what to do next, not as a library's error."""
+    import torch
+
+    try:
+        yield
+    except torch.OutOfMemoryError:
+        free_memory()
+        raise ExportError(Message("There was not enough GPU memory to merge this model in 16-bit. Wait until the training "
+                                  "jobs and chats are done, then export again, or ask the administrator for a "
+                                  "machine with more memory.")) from None
+    except OSError as e:
+        if e.errno != errno.ENOSPC:
+            raise
+        probe = where
+        while not probe.exists():  # the folder may be gone with the half-written export; its disk is its parent's
+            probe = probe.parent
+        free = shutil.disk_usage(probe).free
+        raise NotEnoughSpace(
+            Message("The disk filled up while writing {what} in {where}; it needs about {needed}. Free some space "
+                    "(delete older exports), or ask the administrator for more disk, then export again.", what=what,
+                    where=str(where), needed=human_size(needed)), needed, free, where) from None
 
 
 def _merge_into(folder: Path, run: Run, base: str, examples: list[dict], report: Progress,

@@ -14,6 +14,7 @@ from transformers.generation.streamers import BaseStreamer
 
 from ..data.templating import FALLBACK_TEMPLATE
 from ..messages import Message
+from ..models import free_memory
 from . import routing
 from .pool import ModelPool
 
@@ -175,6 +176,11 @@ class ChatStream:
         try:
             with self._pool.session(self._model_path, self._quantization, [r.adapter for r in self.rows]) as session:
                 self._generate(session)
+        except torch.OutOfMemoryError:
+            self._error = ChatError(Message(
+                "The GPU ran out of memory for this answer. Ask for a shorter answer, choose 4bit precision, untick "
+                "side by side, or wait until the training jobs finish, then send the message again."))
+            free_memory()
         except BaseException as e:  # noqa: BLE001 - handed to the iterating thread, which raises it
             self._error = e
         finally:
