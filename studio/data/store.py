@@ -25,12 +25,16 @@ def save_dataset(workspace: Workspace, name: str, source_path: str | Path, repor
     if not report.records:
         raise DatasetError(Message("{file} has no valid rows to save. Fix the problems listed in the report first.",
                                    file=report.file))
-    folder = safe_name(name, "dataset")
+    folder = safe_name(name, "")
+    unusable = DatasetError(Message("'{name}' cannot be used as a dataset name. Use the letters a-z, digits, '-' and "
+                                    "'_'.", name=name))
+    # A name whose letters would be dropped ("客服数据", "!!!") is refused rather than saved under another name.
+    if not folder or any(ch.isalnum() and not ch.isascii() for ch in name):
+        raise unusable
     try:
         target = workspace.inside(workspace.datasets / folder)
     except UnsafePath:
-        raise DatasetError(Message("'{name}' cannot be used as a dataset name. Use letters, digits, '-' and '_'.",
-                                   name=name)) from None
+        raise unusable from None
     if target.exists() and not overwrite:
         raise DatasetError(Message("A dataset called '{name}' already exists. Choose another name, or choose to "
                                    "replace it.", name=folder))
