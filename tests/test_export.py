@@ -269,6 +269,32 @@ def test_a_disk_that_fills_up_while_zipping_is_not_enough_space(exported, traine
         merge_run(trained_run, tmp_path / "merged", workspace=export_workspace)
 
 
+def test_a_failed_merge_check_is_not_zipped_nor_offered(exported, trained_run, export_workspace, tmp_path,
+                                                       monkeypatch):
+    import studio.export.merge as merge
+    import studio.ui.export_tab as export_tab
+    from studio.ui.context import Studio
+
+    failed = MergeCheck(0.02, 0.5, 1.0, positions=117, prompts=3, dataset_examples=0, dtype="float32")
+    assert not failed.ok
+
+    def merge_stand_in(folder, *_args):
+        (folder / "model.safetensors").write_bytes(b"weights")
+        return failed
+
+    monkeypatch.setattr(merge, "_merge_into", merge_stand_in)
+    out = tmp_path / "merged"
+    stale_zip = tmp_path / f"{trained_run.id}-merged.zip"
+    stale_zip.write_bytes(b"an earlier export's zip")
+    result = merge_run(trained_run, out, workspace=export_workspace)
+    assert result.zip_path is None and not stale_zip.exists()  # an earlier zip no longer matches the folder
+    assert (out / "model.safetensors").read_bytes() == b"weights"  # the folder is kept for a look
+
+    monkeypatch.setattr(export_tab, "merge_run", lambda *_args, **_kwargs: result)
+    message, download = export_tab.merge(Studio(export_workspace, queue=None), trained_run.id)
+    assert download is None and message.startswith("✖") and "download the adapter alone" in message
+
+
 def test_running_out_of_gpu_memory_says_what_to_do(trained_run, export_workspace, tmp_path, monkeypatch):
     import studio.export.merge as merge
 

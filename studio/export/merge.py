@@ -85,6 +85,11 @@ def _merge_and_save(run: Run, target: Path, zip_path: Path | None, base: str, we
     finally:
         shutil.rmtree(staging, ignore_errors=True)  # only left after a failure: no half folder stays behind
 
+    if zip_path and not check.ok:
+        # A model that does not answer like base + adapter is kept for a look, but never offered as a download;
+        # a zip of an earlier export would no longer match the folder, so it goes too.
+        zip_path.unlink(missing_ok=True)
+        zip_path = None
     if zip_path:
         report(0.82, Message("Zipping the merged model into {file}", file=zip_path.name))
         zip_folder(target, zip_path, progress=lambda fraction, message: report(0.82 + 0.17 * fraction, message))

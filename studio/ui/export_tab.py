@@ -23,9 +23,10 @@ def merge(studio: Studio, run_id: str, progress=None, t: Translator = english) -
     except (ExportError, ValueError, OSError) as e:
         return f"❌ {t.message(e)}", None
     check = result.check
-    headline = t("✔ The merged model matches base + adapter.") if check.ok else \
-        t("✖ The merged model does not match base + adapter closely enough — download the adapter alone instead.")
-    return (f"{headline}\n\n{t.message(check.verdict)}\n\n"
+    if not check.ok:  # nothing to download: the message sends people to the adapter alone
+        return (t("✖ The merged model does not match base + adapter closely enough — download the adapter alone "
+                  "instead.") + f"\n\n{t.message(check.verdict)}"), None
+    return (t("✔ The merged model matches base + adapter.") + f"\n\n{t.message(check.verdict)}\n\n"
             + t("Saved in `{folder}` ({size:.2f} GB). The zip holds the model, its tokenizer and a model card "
                 "(README.md) that says how to load it.", folder=result.merged_dir, size=result.size_bytes / 2**30)), \
         str(result.zip_path) if result.zip_path else None
