@@ -44,6 +44,21 @@ def test_existing_name_is_refused_unless_overwrite(workspace):
     assert [p.name for p in workspace.datasets.iterdir()] == ["pets"]  # no staging or retired folders left
 
 
+def test_only_the_owner_or_an_administrator_replaces_an_owned_dataset(workspace):
+    report = inspect_file(DATA / "alpaca.json")
+    save_dataset(workspace, "pets", DATA / "alpaca.json", report, owner="alice")
+    with pytest.raises(DatasetError, match=r"^The dataset 'pets' belongs to alice; only they or an administrator "
+                                           r"can change it\.$"):
+        save_dataset(workspace, "pets", DATA / "alpaca.json", report, overwrite=True, owner="bob")
+    assert list_datasets(workspace)[0]["owner"] == "alice"
+    save_dataset(workspace, "pets", DATA / "alpaca.json", report, overwrite=True, owner="alice")
+    save_dataset(workspace, "pets", DATA / "alpaca.json", report, overwrite=True, owner="carol", admin=True)
+    assert list_datasets(workspace)[0]["owner"] == "carol"
+    save_dataset(workspace, "loose", DATA / "alpaca.json", report)  # saved without an owner: anyone may replace it
+    save_dataset(workspace, "loose", DATA / "alpaca.json", report, overwrite=True, owner="bob")
+    assert [d["owner"] for d in list_datasets(workspace)] == ["bob", "carol"]
+
+
 @pytest.mark.parametrize("name", ["../../etc", "/etc/passwd", "a/../../b"])
 def test_traversal_shaped_names_stay_inside_the_datasets_folder(workspace, name):
     folder = save_dataset(workspace, name, DATA / "lines.txt", inspect_file(DATA / "lines.txt"))

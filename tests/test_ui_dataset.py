@@ -161,7 +161,12 @@ def test_save_records_the_dataset_and_its_owner(tokenizers, chat_file, workspace
     refused = save(workspace, chat_file, report, "Pirate chat", False, "bob")
     assert refused.startswith("❌ A dataset called 'Pirate-chat' already exists. Choose another name")
     assert json.loads((folder / "report.json").read_text(encoding="utf-8"))["owner"] == "alice"
-    assert save(workspace, chat_file, report, "Pirate chat", True, "bob").startswith("✔ Saved")
+    # Replacing it is for its owner or an administrator.
+    assert save(workspace, chat_file, report, "Pirate chat", True, "bob") == (
+        "❌ The dataset 'Pirate-chat' belongs to alice; only they or an administrator can change it.")
+    assert json.loads((folder / "report.json").read_text(encoding="utf-8"))["owner"] == "alice"
+    assert save(workspace, chat_file, report, "Pirate chat", True, "alice").startswith("✔ Saved")
+    assert save(workspace, chat_file, report, "Pirate chat", True, "bob", admin=True).startswith("✔ Saved")
     assert json.loads((folder / "report.json").read_text(encoding="utf-8"))["owner"] == "bob"
     assert datasets_table(workspace).values.tolist() == [["Pirate-chat", "bob", 3, "messages"]]
     headers = datasets_table(workspace, Translator("zh-Hant")).columns.tolist()

@@ -57,7 +57,8 @@ def inspect_command(args) -> int:
 def save_command(args) -> int:
     try:
         report = _inspect(args)
-        folder = save_dataset(_workspace(args), args.name, args.file, report, overwrite=args.overwrite)
+        # At the command line the workspace's files are the operator's own: an administrator's replace.
+        folder = save_dataset(_workspace(args), args.name, args.file, report, overwrite=args.overwrite, admin=True)
     except (DatasetError, ModelNotFound) as e:
         return _fail(e)
     print(summary(report))

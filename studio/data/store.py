@@ -19,9 +19,10 @@ _KIND_EXTENSIONS = {"text": ".txt"}
 
 
 def save_dataset(workspace: Workspace, name: str, source_path: str | Path, report: DatasetReport,
-                 overwrite: bool = False, owner: str = "") -> Path:
+                 overwrite: bool = False, owner: str = "", admin: bool = False) -> Path:
     """Store the upload, its valid records and its report (with who saved it) under datasets/<safe name>/. An
-    existing dataset of that name is only replaced with overwrite=True, and then only once the new one is complete."""
+    existing dataset of that name is only replaced with overwrite=True, by its owner, an administrator (admin=True)
+    or anyone when it has no recorded owner, and then only once the new one is complete."""
     if not report.records:
         raise DatasetError(Message("{file} has no valid rows to save. Fix the problems listed in the report first.",
                                    file=report.file))
@@ -38,6 +39,11 @@ def save_dataset(workspace: Workspace, name: str, source_path: str | Path, repor
     if target.exists() and not overwrite:
         raise DatasetError(Message("A dataset called '{name}' already exists. Choose another name, or choose to "
                                    "replace it.", name=folder))
+    if target.exists():
+        recorded = (read_json(target / REPORT, {}) or {}).get("owner") or ""
+        if recorded and recorded != owner and not admin:
+            raise DatasetError(Message("The dataset '{name}' belongs to {owner}; only they or an administrator can "
+                                       "change it.", name=folder, owner=recorded))
     source = Path(source_path)
     suffix = source.suffix.lower()
     if not re.fullmatch(r"\.[a-z0-9]{1,10}", suffix):

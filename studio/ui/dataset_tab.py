@@ -253,7 +253,8 @@ def example_view(tokenizer, report: DatasetReport | None, number,
 
 
 def save(workspace: Workspace, path: str | Path | None, report: DatasetReport | None, name: str,
-         overwrite: bool, owner: str, t: Translator = english, columns: list[str] | None = None) -> str:
+         overwrite: bool, owner: str, t: Translator = english, columns: list[str] | None = None,
+         admin: bool = False) -> str:
     """Save the checked dataset into the workspace and say where it went, or what to do instead. columns
     are the upload's columns when its examples could not be found (the mapping boxes show them)."""
     if path and report is None and columns:
@@ -264,7 +265,7 @@ def save(workspace: Workspace, path: str | Path | None, report: DatasetReport | 
     if not (name or "").strip():
         return t("❌ Type a name for the dataset first.")
     try:
-        folder = save_dataset(workspace, name, path, report, overwrite=bool(overwrite), owner=owner)
+        folder = save_dataset(workspace, name, path, report, overwrite=bool(overwrite), owner=owner, admin=admin)
     except DatasetError as e:
         return f"❌ {t.message(e)}"
     where = folder.relative_to(workspace.root.parent)  # "workspace/datasets/<name>": short, and says which
@@ -426,7 +427,7 @@ def build(studio: Studio, labels: Labels):
     def on_save(path, report, dataset_name, replace, editor_state, request: gr.Request):
         t = translator(request)
         message = save(studio.workspace, path, report, dataset_name, replace, studio.user(request), t,
-                       columns=(editor_state or {}).get("columns"))
+                       columns=(editor_state or {}).get("columns"), admin=studio.is_admin(request))
         return message, datasets_table(studio.workspace, t)
 
     save_button.click(on_save, [upload, report_state, name, overwrite, editor], [saved, datasets])
