@@ -7,6 +7,7 @@ import shutil
 import subprocess
 import sys
 import threading
+import zipfile
 from pathlib import Path
 
 import pytest
@@ -353,6 +354,51 @@ def test_running_out_of_gpu_memory_says_what_to_do(pool, model_path, monkeypatch
     with pytest.raises(ChatError, match="ran out of memory") as refused:
         chat(pool, model_path, PROMPT, settings=GREEDY, quantization="none").collect()
     assert all(advice in str(refused.value) for advice in ("shorter answer", "4bit", "side by side", "training"))
+
+
+# ---- uploaded adapters (the Chat tab) ----
+
+
+def zipped(folder: Path, zip_path: Path, only: tuple[str, ...] = ()) -> Path:
+    with zipfile.ZipFile(zip_path, "w") as archive:
+        for file in Path(folder).iterdir():
+            if not only or file.name in only:
+                archive.write(file, f"my-adapter/{file.name}")
+    return zip_path
+
+
+def test_an_uploaded_adapter_is_checked_and_kept_apart(workspace, adapters, tmp_path):
+    from studio.inference import read_adapter
+    from studio.ui.chat_tab import adapter_folder, base_model_of, store_upload
+    from studio.ui.context import Studio
+
+    studio = Studio(workspace, queue=None)
+    upload = zipped(adapters[0], tmp_path / "adapter.zip")
+    first_message, first = store_upload(studio, str(upload))
+    second_message, second = store_upload(studio, str(upload))  # another person, the same file name
+    assert "ready to chat with" in first_message and "ready to chat with" in second_message
+    assert first != second and adapter_folder(studio, first) != adapter_folder(studio, second)
+    assert read_adapter(adapter_folder(studio, first)).name and read_adapter(adapter_folder(studio, second)).name
+    assert base_model_of(studio, first) == read_adapter(adapters[0]).base_model != ""
+
+    uploads = sorted(p.name for p in (workspace.models / "uploaded-adapters").iterdir())
+    message, choice = store_upload(studio, str(zipped(adapters[0], tmp_path / "config-only.zip",
+                                                      only=("adapter_config.json",))))
+    assert choice is None and message.startswith("❌") and "no adapter weights" in message
+    assert sorted(p.name for p in (workspace.models / "uploaded-adapters").iterdir()) == uploads  # nothing left
+
+    damaged = tmp_path / "damaged.zip"
+    data = bytearray(upload.read_bytes())
+    weights_at = data.index(b"my-adapter/adapter_model.safetensors") + 200  # inside the weights' bytes
+    data[weights_at:weights_at + 16] = bytes(16)  # the CRC no longer matches: zipfile.BadZipFile on reading
+    damaged.write_bytes(bytes(data))
+    message, choice = store_upload(studio, str(damaged))
+    assert choice is None and message.startswith("❌ The zip could not be unpacked")
+    assert sorted(p.name for p in (workspace.models / "uploaded-adapters").iterdir()) == uploads
+
+    studio.max_upload_mb = 0.001
+    message, choice = store_upload(studio, str(upload))
+    assert choice is None and "adapter uploads here are limited to 0.001 MB" in message
 
 
 # ---- wrong adapters ----

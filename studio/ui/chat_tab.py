@@ -1,12 +1,15 @@
 """The Chat tab: talk to a trained adapter, or put it side by side with the base model (or another adapter)."""
 from __future__ import annotations
 
+import shutil
 import threading
+import uuid
 import zipfile
 from pathlib import Path
 
 import gradio as gr
 
+from ..inference.adapters import AdapterError, read_adapter
 from ..models import EMBEDDED_LABEL, ModelNotFound, resolve_model
 from ..runs import find_run, list_runs
 from ..workspace import safe_name
@@ -41,32 +44,58 @@ def adapter_folder(studio: Studio, choice: str | None) -> str | None:
 
 
 def base_model_of(studio: Studio, choice: str | None) -> str | None:
-    """The model a run was trained on, as the model picker shows it."""
-    if not choice or choice == BASE or choice.startswith(UPLOADED):
+    """The model a run was trained on (or an uploaded adapter says it was), as the model picker shows it."""
+    if not choice or choice == BASE:
         return None
+    if choice.startswith(UPLOADED):
+        try:
+            return read_adapter(adapter_folder(studio, choice)).base_model or None
+        except (AdapterError, ValueError, OSError):
+            return None
     spec = find_run(studio.workspace, choice).config.model
     return EMBEDDED_LABEL if spec == "embedded" else spec
 
 
 def store_upload(studio: Studio, path: str | None, t: Translator = english) -> tuple[str, str | None]:
-    """Unpack an uploaded adapter zip into the workspace; (message, the new choice)."""
+    """Unpack an uploaded adapter zip into a folder of its own and check it; (message, the new choice)."""
     if not path:
         return "", None
     source = Path(path)
     if not zipfile.is_zipfile(source):
         return t("❌ Upload a .zip of a peft adapter folder (it holds adapter_config.json)."), None
-    target = uploads_dir(studio) / safe_name(source.stem, "adapter")
-    with zipfile.ZipFile(source) as archive:
-        names = [n for n in archive.namelist() if not n.endswith("/")]
-        config = next((n for n in names if n.endswith("adapter_config.json")), None)
-        if config is None:
-            return t("❌ That zip holds no adapter_config.json, so it is not a peft adapter."), None
-        prefix = config[: -len("adapter_config.json")]
-        target.mkdir(parents=True, exist_ok=True)
-        for name in names:
-            if name.startswith(prefix) and "/" not in name[len(prefix):]:  # only the adapter's own files
-                (target / Path(name).name).write_bytes(archive.read(name))
+    limit = studio.max_upload_mb * 2**20
+    if source.stat().st_size > limit:
+        return too_big(source.name, source.stat().st_size, studio.max_upload_mb, t), None
+    # Every upload gets its own folder: two people uploading adapter.zip must not overwrite each other's.
+    target = uploads_dir(studio) / f"{safe_name(source.stem, 'adapter')}-{uuid.uuid4().hex[:8]}"
+    try:
+        with zipfile.ZipFile(source) as archive:
+            files = [i for i in archive.infolist() if not i.is_dir()]
+            config = next((i.filename for i in files if i.filename.endswith("adapter_config.json")), None)
+            if config is None:
+                return t("❌ That zip holds no adapter_config.json, so it is not a peft adapter."), None
+            prefix = config[: -len("adapter_config.json")]
+            own = [i for i in files if i.filename.startswith(prefix) and "/" not in i.filename[len(prefix):]]
+            unpacked = sum(i.file_size for i in own)
+            if unpacked > limit:  # a small zip may unpack to a lot
+                return too_big(source.name, unpacked, studio.max_upload_mb, t), None
+            target.mkdir(parents=True)
+            for info in own:  # only the adapter's own files
+                (target / Path(info.filename).name).write_bytes(archive.read(info))
+        read_adapter(target)
+    except AdapterError as e:
+        shutil.rmtree(target, ignore_errors=True)
+        return f"❌ {t.message(e)}", None
+    except (zipfile.BadZipFile, OSError) as e:
+        shutil.rmtree(target, ignore_errors=True)
+        return t("❌ The zip could not be unpacked ({reason}). Zip the adapter folder again and upload it, or ask the "
+                 "administrator if the disk is full.", reason=str(e)), None
     return t("Adapter '{name}' is ready to chat with.", name=target.name), UPLOADED + target.name
+
+
+def too_big(name: str, size: int, limit_mb: float, t: Translator) -> str:
+    return t("❌ {file} is {size:.1f} MB; adapter uploads here are limited to {limit:g} MB. Ask the administrator "
+             "to raise the limit.", file=name, size=size / 2**20, limit=limit_mb)
 
 
 def stats_line(answer, t: Translator = english) -> str:
