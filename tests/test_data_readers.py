@@ -204,5 +204,5 @@ def test_unknown_extension_is_sniffed_or_refused(tmp_path):
     tsv_table = read_table(write(tmp_path, "export.tab", "question\tanswer\nA?\tB\n"))
     assert tsv_table.kind == "tsv"
     with pytest.raises(DatasetError, match=r"notes\.docx: cannot tell what kind of file this is\. Supported files: "
-                                           r"\.csv, \.tsv, \.json, \.jsonl, \.parquet, \.txt"):
+                                           r"\.csv, \.tsv, \.json, \.jsonl, \.ndjson, \.parquet, \.txt, \.md;"):
         read_table(write(tmp_path, "notes.docx", "Dear diary,\ntoday I fine-tuned a model.\n"))

@@ -47,7 +47,7 @@ def chat_file(tmp_path) -> Path:
 
 
 def test_good_upload_gives_numbers_preview_rendering_and_problems(tokenizers, chat_file):
-    checked = check(tokenizers, chat_file, EMBEDDED, 1024, 200)
+    checked = check(tokenizers, chat_file, EMBEDDED, 1024)
     report = checked.report
     assert checked.notice == "" and checked.columns == ["messages"]
     assert shape_text(report) == "**Detected shape:** Chat conversations with role / content messages"
@@ -80,65 +80,63 @@ def test_good_upload_gives_numbers_preview_rendering_and_problems(tokenizers, ch
 
 
 def test_long_examples_are_counted_against_the_max_length(tokenizers, chat_file):
-    report = check(tokenizers, chat_file, EMBEDDED, 30, 200).report
+    report = check(tokenizers, chat_file, EMBEDDED, 30).report
     assert report.tokens["over_limit"] == 3
     assert "⚠️ 3 examples are longer than the max length of 30 tokens" in summary_text(report)
     # A new max length is counted from the checked report, without tokenizing again, to the same numbers.
-    recounted = check(tokenizers, chat_file, EMBEDDED, 1024, 200).report.with_max_length(30)
+    recounted = check(tokenizers, chat_file, EMBEDDED, 1024).report.with_max_length(30)
     assert recounted.tokens == report.tokens and summary_text(recounted) == summary_text(report)
     with pytest.raises(DatasetError, match="whole number of tokens above 0"):
         as_max_length("lots")
     assert as_max_length(2048.0) == 2048
     with pytest.raises(DatasetError, match=r"\(the box is empty\)"):
         as_max_length(None)
-    assert check(tokenizers, chat_file, EMBEDDED, 0, 200).notice.startswith("❌ The max length must be")
+    assert check(tokenizers, chat_file, EMBEDDED, 0).notice.startswith("❌ The max length must be")
 
 
 def test_mapping_override_changes_the_format(tokenizers, tmp_path):
     path = tmp_path / "faq.csv"
     path.write_text("title,body\nHow do I reset my password?,Click 'Forgot password' on the login page.\n"
                     "Where is my invoice?,Under Account > Billing.\n", encoding="utf-8")
-    guessed = check(tokenizers, path, EMBEDDED, 1024, 200)
+    guessed = check(tokenizers, path, EMBEDDED, 1024)
     assert guessed.report.format == "text"
     assert column_mapping(guessed.columns, guessed.mapping) == [("title", "ignore"), ("body", "text")]
 
-    fixed = check(tokenizers, path, EMBEDDED, 1024, 200, overrides={"title": "instruction", "body": "output"})
+    fixed = check(tokenizers, path, EMBEDDED, 1024, overrides={"title": "instruction", "body": "output"})
     assert fixed.report.format == "alpaca" and shape_text(fixed.report).endswith("Instruction / answer pairs (alpaca)")
     assert column_mapping(fixed.columns, fixed.mapping) == [("title", "instruction"), ("body", "output")]
     assert fixed.report.records[1]["messages"][-1] == {"role": "assistant", "content": "Under Account > Billing."}
 
-    forced = check(tokenizers, path, EMBEDDED, 1024, 200, fmt="completion",
+    forced = check(tokenizers, path, EMBEDDED, 1024, fmt="completion",
                    overrides={"title": "prompt", "body": "completion"})
     assert forced.report.format == "completion" and forced.report.valid == 2
 
     # A mapping that cannot work says why and still offers the columns to fix it with.
-    broken = check(tokenizers, path, EMBEDDED, 1024, 200, overrides={"title": "output", "body": "ignore"})
+    broken = check(tokenizers, path, EMBEDDED, 1024, overrides={"title": "output", "body": "ignore"})
     assert broken.report is None and broken.columns == ["title", "body"]
     assert broken.notice.startswith("❌ ") and "column boxes below" in broken.notice
     assert broken.mapping == {"title": "output", "body": "ignore"}
 
 
-def test_wrong_type_and_oversized_uploads_are_refused(tokenizers, tmp_path):
+def test_wrong_type_uploads_are_refused(tokenizers, tmp_path):
     sheet = tmp_path / "answers.xlsx"
     sheet.write_bytes(b"PK\x03\x04 not really a spreadsheet")
     with pytest.raises(DatasetError, match=r"answers.xlsx is not a file type .* \.csv, \.tsv, \.json, \.jsonl, "
-                                           r"\.parquet, \.txt"):
-        check_upload(sheet, 200)
-    refused = check(tokenizers, sheet, EMBEDDED, 1024, 200)
+                                           r"\.ndjson, \.parquet, \.txt, \.md \("):
+        check_upload(sheet)
+    refused = check(tokenizers, sheet, EMBEDDED, 1024)
     assert refused.report is None and refused.columns == [] and refused.notice.startswith("❌ answers.xlsx")
 
-    big = tmp_path / "big.jsonl"
-    big.write_text("\n".join(chat_lines() * 400), encoding="utf-8")
-    with pytest.raises(DatasetError, match=r"big.jsonl is 0.2 MB; uploads here are limited to 0.1 MB"):
-        check_upload(big, 0.1)
     with pytest.raises(DatasetError, match="Upload a file"):
-        check_upload(None, 200)
+        check_upload(None)
+    for name in ("notes.md", "chats.ndjson"):  # every kind the readers know is let in
+        assert check_upload(tmp_path / name) == tmp_path / name
 
 
 def test_a_model_that_cannot_be_had_still_checks_the_rows(tokenizers, chat_file):
     with pytest.raises(ModelNotFound):
         tokenizers.get("no-such-model")
-    checked = check(tokenizers, chat_file, "no-such-model", 1024, 200)
+    checked = check(tokenizers, chat_file, "no-such-model", 1024)
     assert checked.report.valid == 3 and checked.report.tokens is None
     assert checked.notice.startswith("❌ 'no-such-model' is neither a folder")
     assert "token counts need a model" in checked.notice
@@ -148,7 +146,7 @@ def test_a_model_that_cannot_be_had_still_checks_the_rows(tokenizers, chat_file)
 
 
 def test_save_records_the_dataset_and_its_owner(tokenizers, chat_file, workspace):
-    report = check(tokenizers, chat_file, EMBEDDED, 1024, 200).report
+    report = check(tokenizers, chat_file, EMBEDDED, 1024).report
     assert suggest_name(chat_file) == "pirate_chat"
     message = save(workspace, chat_file, report, "Pirate chat", False, "alice")
     folder = workspace.datasets / "Pirate-chat"

@@ -18,7 +18,7 @@ from .errors import DatasetError, Problem
 
 EXTENSIONS = {".csv": "csv", ".tsv": "tsv", ".json": "json", ".jsonl": "jsonl", ".ndjson": "jsonl",
               ".parquet": "parquet", ".txt": "text", ".md": "text"}
-SUPPORTED = ".csv, .tsv, .json, .jsonl, .parquet, .txt"
+SUPPORTED = ", ".join(EXTENSIONS)
 SAVE_AS_UTF8 = Message("Open it in a text editor or spreadsheet and save it as UTF-8 (\"CSV UTF-8\" in Excel).")
 
 _BOMS = (  # UTF-32 first: its little-endian mark begins with UTF-16's

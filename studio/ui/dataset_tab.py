@@ -10,14 +10,15 @@ import pandas as pd
 
 from ..data import (FIELDS, DatasetError, DatasetReport, inspect_file, list_datasets, read_table, render_segments,
                     save_dataset)
+from ..data.readers import EXTENSIONS
+from ..data.shapes import IGNORE
 from ..models import EMBEDDED_LABEL, ModelNotFound, load_tokenizer, resolve_model
 from ..workspace import Workspace, safe_name
 from .context import Studio
 from .i18n import N_, Labels, Translator, english, translator
 from .train_tab import model_choices
 
-SUPPORTED = (".csv", ".tsv", ".json", ".jsonl", ".parquet", ".txt")
-IGNORE = "ignore"
+SUPPORTED = tuple(EXTENSIONS)  # every extension the readers know
 AUTO = "auto"
 PREVIEW_ROWS = 20
 PROBLEMS_SHOWN = 500  # the page stays quick for a file where every row is broken
@@ -48,19 +49,15 @@ LEGEND = N_("**How to read this:** the <mark style='background:#bbf7d0'>highligh
 
 # ---- logic: plain functions, testable without a browser ------------------------------------------
 
-def check_upload(path: str | Path | None, max_mb: float, t: Translator = english) -> Path:
-    """The uploaded file, or DatasetError when it is missing, of a type we cannot read, or too big."""
+def check_upload(path: str | Path | None, t: Translator = english) -> Path:
+    """The uploaded file, or DatasetError when it is missing or of a type we cannot read. (Gradio's
+    max_file_size, set by app.py from the same limit, refuses an upload that is too big before it gets here.)"""
     if not path:
         raise DatasetError(t("Upload a file with your examples first."))
     path = Path(path)
     if path.suffix.lower() not in SUPPORTED:
         raise DatasetError(t("{file} is not a file type LoRA Studio reads. Upload one of: {types} (from a "
                              "spreadsheet, save as CSV).", file=path.name, types=", ".join(SUPPORTED)))
-    size_mb = path.stat().st_size / 2**20
-    if size_mb > max_mb:
-        raise DatasetError(t("{file} is {size:.1f} MB; uploads here are limited to {limit:g} MB. Upload a smaller "
-                             "part of it, or ask the administrator to raise the limit.",
-                             file=path.name, size=size_mb, limit=max_mb))
     return path
 
 
@@ -112,14 +109,14 @@ class Checked:
     tokenizer: object = None
 
 
-def check(tokenizers: Tokenizers, path, model_choice: str | None, max_length, max_mb: float, fmt: str = AUTO,
+def check(tokenizers: Tokenizers, path, model_choice: str | None, max_length, fmt: str = AUTO,
           overrides: dict[str, str] | None = None, t: Translator = english) -> Checked:
     """Check an upload with the chosen model and the columns mapped by hand. A model that cannot be had
     still lets the rows be checked (without token counts); a mapping that does not work still returns the
     file's columns, so it can be fixed."""
     overrides = overrides or {}
     try:
-        path = check_upload(path, max_mb, t)
+        path = check_upload(path, t)
         max_length = as_max_length(max_length, t)
     except DatasetError as e:
         return Checked(None, [], {}, f"❌ {t.message(e)}")
@@ -363,7 +360,7 @@ def build(studio: Studio, labels: Labels):
 
     def inspect(path, model_choice, max_len, fmt, mapped, t: Translator) -> list:
         """Check the upload and fill in every view; values in the order of `shown`."""
-        checked = check(tokenizers, path, model_choice, max_len, studio.max_upload_mb, fmt, mapped, t)
+        checked = check(tokenizers, path, model_choice, max_len, fmt, mapped, t)
         report = checked.report
         editor_state = {"columns": checked.columns, "mapping": checked.mapping, "notice": checked.notice}
         if report is None:
