@@ -39,6 +39,20 @@ def tokenizers(embedded_model_dir):
     return Tokenizers(Workspace.at(embedded_model_dir.parent.parent))
 
 
+def test_a_tokenizer_is_looked_up_once_per_choice(embedded_model_dir, monkeypatch):
+    from studio.ui import dataset_tab
+
+    resolved = []
+    real = dataset_tab.resolve_model
+    monkeypatch.setattr(dataset_tab, "resolve_model", lambda *a, **k: resolved.append(a[0]) or real(*a, **k))
+    tokenizers = Tokenizers(Workspace.at(embedded_model_dir.parent.parent))
+    first = tokenizers.get(EMBEDDED)
+    assert tokenizers.get(EMBEDDED) is first and tokenizers.get(None) is first  # None is the embedded model
+    assert resolved == [EMBEDDED]  # not once per slider move: resolving may ask the hub
+    with pytest.raises(ModelNotFound):
+        tokenizers.get("no-such-model")
+
+
 @pytest.fixture()
 def chat_file(tmp_path) -> Path:
     path = tmp_path / "pirate_chat.jsonl"

@@ -79,13 +79,20 @@ class Tokenizers:
 
     def __init__(self, workspace: Workspace):
         self.workspace = workspace
-        self._loaded: dict[str, object] = {}
+        self._loaded: dict[str, object] = {}  # by model folder
+        self._chosen: dict[str, object] = {}  # by what was picked in the box
         self._lock = threading.Lock()
 
     def get(self, choice: str | None, t: Translator = english):
         """The tokenizer of a model choice; ModelNotFound or DatasetError with a message for the user."""
+        choice = choice or EMBEDDED_LABEL
+        tokenizer = self._chosen.get(choice)  # every slider move asks: no hub round trip, no waiting on a lock
+        if tokenizer is not None:
+            return tokenizer
         with self._lock:  # two people opening the tab at once convert and load a model once
-            path = resolve_model(choice or EMBEDDED_LABEL, self.workspace, progress=lambda _m: None)
+            if choice in self._chosen:
+                return self._chosen[choice]
+            path = resolve_model(choice, self.workspace, progress=lambda _m: None)
             if path not in self._loaded:
                 try:
                     self._loaded[path] = load_tokenizer(path)
@@ -94,7 +101,8 @@ class Tokenizers:
                     raise DatasetError(t("The tokenizer of {model} could not be loaded ({reason}). Pick another "
                                          "model, or a folder that holds tokenizer.json.",
                                          model=choice, reason=reason)) from None
-            return self._loaded[path]
+            self._chosen[choice] = self._loaded[path]
+            return self._chosen[choice]
 
 
 @dataclass
