@@ -5,7 +5,7 @@ from pathlib import Path
 
 import pytest
 
-from studio.data import DatasetError, list_datasets
+from studio.data import DatasetError, inspect_file, list_datasets
 from studio.models import EMBEDDED_LABEL as EMBEDDED, ModelNotFound
 from studio.ui.dataset_tab import (
     Tokenizers, as_max_length, check, check_upload, column_mapping, datasets_table, example_view, length_histogram,
@@ -130,6 +130,9 @@ def test_mapping_override_changes_the_format(tokenizers, tmp_path):
     assert broken.report is None and broken.columns == ["title", "body"]
     assert broken.notice.startswith("❌ ") and "column boxes below" in broken.notice
     assert broken.mapping == {"title": "output", "body": "ignore"}
+    with pytest.raises(DatasetError) as raised:  # the columns come with the error: the file is read once
+        inspect_file(path, mapping={"title": "output", "body": "ignore"})
+    assert raised.value.columns == ["title", "body"]
 
 
 def test_wrong_type_uploads_are_refused(tokenizers, tmp_path):

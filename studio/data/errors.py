@@ -7,6 +7,8 @@ from dataclasses import asdict, dataclass
 class DatasetError(ValueError):
     """A file, a setting or a row that cannot be used; the message names it and says how to fix it."""
 
+    columns: list[str] | None = None  # the file's columns, when it was read but its examples were not found
+
 
 class MappingError(DatasetError):
     """The columns cannot be matched to the fields of a format. The message names the columns; how to map

@@ -87,7 +87,9 @@ def inspect_file(path: str | Path, tokenizer=None, mapping: dict[str, str] | Non
     try:
         fmt, mapping = detect_format(table.columns, table.rows, mapping, fmt)
     except DatasetError as e:
-        raise type(e)(Message("{file}: {error}", file=path.name, error=e.args[0])) from None
+        error = type(e)(Message("{file}: {error}", file=path.name, error=e.args[0]))
+        error.columns = table.columns  # so that the mapping can be fixed without reading the file again
+        raise error from None
     numbered, problems = normalise_numbered(table, fmt, mapping)
     report = DatasetReport(path.name, table.kind, table.encoding, fmt, mapping, table.columns, problems,
                            max_length, [r for _, r in numbered], [n for n, _ in numbered])

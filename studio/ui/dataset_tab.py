@@ -8,7 +8,7 @@ from pathlib import Path
 import gradio as gr
 import pandas as pd
 
-from ..data import (FIELDS, DatasetError, DatasetReport, inspect_file, list_datasets, read_table, render_segments,
+from ..data import (FIELDS, DatasetError, DatasetReport, inspect_file, list_datasets, render_segments,
                     save_dataset)
 from ..data.readers import EXTENSIONS
 from ..data.shapes import IGNORE
@@ -138,9 +138,8 @@ def check(tokenizers: Tokenizers, path, model_choice: str | None, max_length, fm
         report = inspect_file(path, tokenizer, mapping=overrides or None, max_length=max_length,
                               fmt=None if fmt == AUTO else fmt)
     except DatasetError as e:
-        try:
-            columns = read_table(path).columns
-        except DatasetError:
+        columns = e.columns  # set when the file was read but its examples were not found
+        if not columns:
             return Checked(None, [], {}, "\n\n".join([f"❌ {t.message(e)}"] + notes))
         notes.insert(0, t("❌ {error} Use the column boxes below to say which column is which.",
                           error=t.message(e)))
