@@ -205,6 +205,23 @@ def test_a_run_without_adapter_is_refused(workspace, embedded_model_dir):
     assert not any(workspace.exports.iterdir())
 
 
+def test_the_export_tab_lists_every_run_the_export_accepts(workspace):
+    from studio.ui.context import Studio
+    from studio.ui.export_tab import finished_runs
+
+    runs = {}
+    for state in ("completed", "stopped", "failed", "interrupted", "running", "queued"):
+        runs[state] = create_run(workspace, TrainConfig(model="embedded", dataset="x"))
+        runs[state].adapter_dir.mkdir(parents=True)
+        (runs[state].adapter_dir / "adapter_config.json").write_text("{}")
+        runs[state].set_status(state=state)
+    no_adapter = create_run(workspace, TrainConfig(model="embedded", dataset="x"))
+    no_adapter.set_status(state="completed")
+    # The same rule as require_adapter: stopped training (whatever way) and saved an adapter.
+    assert sorted(finished_runs(Studio(workspace, queue=None))) == \
+        sorted(runs[state].id for state in ("completed", "stopped", "failed", "interrupted"))
+
+
 def test_a_run_still_training_is_refused(workspace, embedded_model_dir):
     run = create_run(workspace, TrainConfig(model=str(embedded_model_dir), dataset="x"))
     run.set_status(state="running")

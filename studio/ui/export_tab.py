@@ -4,14 +4,15 @@ from __future__ import annotations
 import gradio as gr
 
 from ..export import ExportError, export_adapter, merge_run
-from ..runs import find_run, list_runs
+from ..runs import ACTIVE, find_run, list_runs
 from .context import Studio
 from .i18n import Labels, Translator, english, translator
 
 
 def finished_runs(studio: Studio) -> list[str]:
-    """Runs with an adapter to export: finished ones, and stopped ones that saved what they had."""
-    return [r.id for r in list_runs(studio.workspace) if r.has_adapter() and r.state in ("completed", "stopped")]
+    """Runs with an adapter to export: every run no longer training that saved one (finished, stopped, or failed
+    after a save) — the same rule as the export itself (require_adapter) and the Chat tab."""
+    return [r.id for r in list_runs(studio.workspace) if r.has_adapter() and r.state not in ACTIVE]
 
 
 def merge(studio: Studio, run_id: str, progress=None, t: Translator = english) -> tuple[str, str | None]:
