@@ -9,22 +9,20 @@ from ..jobs import JobQueue
 from ..workspace import Workspace
 
 
+def _new_pool():
+    from ..inference import ModelPool
+
+    return ModelPool()
+
+
 @dataclass
 class Studio:
     workspace: Workspace
     queue: JobQueue
     admins: set[str] = field(default_factory=set)
     max_upload_mb: int = 200
-    _pool: object = None
-
-    @property
-    def pool(self):
-        """The chat model pool, created on first use so the app starts fast."""
-        if self._pool is None:
-            from ..inference import ModelPool
-
-            self._pool = ModelPool()
-        return self._pool
+    # Made with the Studio, so two first chats cannot each make one; it loads no model until someone chats.
+    pool: object = field(default_factory=_new_pool)
 
     def user(self, request: gr.Request | None) -> str:
         return (getattr(request, "username", None) or "local") if request is not None else "local"
