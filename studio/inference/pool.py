@@ -213,14 +213,6 @@ class ModelPool:
             self._bases.move_to_end(key)
         return base
 
-    def loaded(self) -> list[dict]:
-        """What is in memory now, for display: per base its adapters and their load times."""
-        with self._lock:
-            bases = list(self._bases.values())
-        return [{"model": b.path, "quantization": b.quantization, "load_s": round(b.load_s, 3),
-                 "adapters": [{"path": str(a.path), "load_s": round(a.load_s, 3)} for a in b.adapters()]}
-                for b in bases if not b.closed]
-
     @contextmanager
     def session(self, model_path: str, quantization: str, adapters: list[str | None]):
         """A Session to generate with: one batch row per entry of adapters (an adapter folder, or None for

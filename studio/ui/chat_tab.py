@@ -126,7 +126,7 @@ class StopButtons:
 
 
 def build(studio: Studio, labels: Labels):
-    from ..inference import ChatError, GenerationSettings, compare
+    from ..inference import QUANTIZATIONS, ChatError, GenerationSettings, compare
     from ..inference import chat as chat_once
 
     stops = StopButtons()
@@ -136,7 +136,7 @@ def build(studio: Studio, labels: Labels):
     with gr.Row():
         model = add(gr.Dropdown(model_choices(studio), value=EMBEDDED_LABEL, allow_custom_value=True,
                                 label="Base model", scale=3))
-        quantization = add(gr.Radio(["auto", "4bit", "8bit", "none"], value="auto", scale=2,
+        quantization = add(gr.Radio(list(QUANTIZATIONS), value="auto", scale=2,
                                     label="Precision (auto: what fits)"))
     with gr.Row():
         left_pick = add(gr.Dropdown(adapter_choices(studio), value=BASE, label="Left", elem_id="chat-left"))
@@ -184,8 +184,7 @@ def build(studio: Studio, labels: Labels):
         left_history, right_history = list(left_history or []), list(right_history or [])
         t = translator(request)
         try:
-            path = resolve_model("embedded" if model_choice in (None, EMBEDDED_LABEL) else model_choice,
-                                 studio.workspace, progress=lambda _m: None)
+            path = resolve_model(model_choice, studio.workspace, progress=lambda _m: None)
             settings = GenerationSettings(float(temp), float(topp), int(max_tokens), float(rep))
             event = stops.fresh(request.session_hash if request else "local")
             if both:
