@@ -20,8 +20,8 @@ from ..runs import Run
 from ..workspace import Workspace, safe_name, write_json
 from .archive import export_folder, zip_folder
 from .card import write_card
-from .checks import (MARKER, ExportError, NotEnoughSpace, base_parameters, human_size, require_adapter, require_free_space,
-                     require_replaceable, space_needed)
+from .checks import (MARKER, ExportError, NotEnoughSpace, base_parameters, human_size, require_adapter,
+                     require_free_space, require_replaceable, space_needed)
 from .dataset import first_examples
 from .verify import DATASET_EXAMPLES, MergeCheck, MergeChecker
 
@@ -67,7 +67,6 @@ def merge_run(run: Run, out_dir: str | Path | None = None, *, workspace: Workspa
 def _merge_and_save(run: Run, target: Path, zip_path: Path | None, base: str, weight_bytes: int,
                     workspace: Workspace, report: Progress) -> ExportResult:
     config = run.config
-
     target.parent.mkdir(parents=True, exist_ok=True)
     staging = target.with_name(f".{target.name}.partial-{uuid.uuid4().hex[:12]}")
     staging.mkdir()
@@ -107,9 +106,9 @@ def _plain_failures(where: Path, needed: int, what: str):
         yield
     except torch.OutOfMemoryError:
         free_memory()
-        raise ExportError(Message("There was not enough GPU memory to merge this model in 16-bit. Wait until the training "
-                                  "jobs and chats are done, then export again, or ask the administrator for a "
-                                  "machine with more memory.")) from None
+        raise ExportError(Message("There was not enough GPU memory to merge this model in 16-bit. Wait until the "
+                                  "training jobs and chats are done, then export again, or ask the administrator "
+                                  "for a machine with more memory.")) from None
     except OSError as e:
         if e.errno != errno.ENOSPC:
             raise
