@@ -8,6 +8,7 @@ with lengths drawn like a chat dataset's), the same model shape (random weights)
 and batch size.
 
     python bench/train_throughput.py --shape llama2-7b     # on the GPU machine
+    python bench/train_throughput.py --shape llama2-7b --packed-only --packed-batches 4,8   # packed MFU only
     python bench/train_throughput.py --shape tiny --steps 4 --warmup 1   # a smoke run on the CPU
 """
 from __future__ import annotations
@@ -174,6 +175,32 @@ def matmul_params(shape: str) -> int:
     return n * (2 * h * h + 2 * h * kv + 3 * h * i) + v * h
 
 
+def model_flops_utilisation(result: dict, shape: str) -> float | None:
+    """Share of the card's dense bf16 peak: LoRA on a frozen base costs 2N forward + 2N for the input
+    gradients per token, + 2N when activations are recomputed."""
+    gpu = torch.cuda.get_device_name() if torch.cuda.is_available() else "cpu"
+    peak = next((tf for name, tf in PEAK_TFLOPS.items() if name in gpu), None)
+    flops = (6 if result["checkpointing"] else 4) * matmul_params(shape)
+    return round(result["tok_s"] * flops / (peak * 1e12), 4) if peak else None
+
+
+def packed_runs(model_dir, vocab: int, args) -> list[dict]:
+    """LoRA Studio with packing on (rows laid end to end into full max_length rows), one run per batch size:
+    how efficiently the engine uses the card once every step is full."""
+    runs = []
+    for batch in args.packed_batches:
+        rows_needed = args.steps * batch * args.max_length // 300  # chat rows average about 430 tokens
+        data = sequences(chat_lengths(rows_needed, args.seed, args.max_length), vocab, args.seed)
+        run = argparse.Namespace(**{**vars(args), "batch": batch})
+        result = run_studio(model_dir, data, run, packing=True)
+        result = {"batch": batch, "tokens_per_step": batch * args.max_length, **result,
+                  "mfu": model_flops_utilisation(result, args.shape)}
+        result.pop("targets", None)
+        print("LoRA Studio, packed", result, flush=True)
+        runs.append(result)
+    return runs
+
+
 def compare_recipes(model_dir, data, args) -> dict:
     gpu = torch.cuda.get_device_name() if torch.cuda.is_available() else "cpu"
     baseline = run_plain_recipe(model_dir, data, args)
@@ -182,11 +209,9 @@ def compare_recipes(model_dir, data, args) -> dict:
     print("LoRA Studio", studio, flush=True)
     recomputing = run_studio(model_dir, data, args, gradient_checkpointing="on")
     print("LoRA Studio, checkpointing forced on", recomputing, flush=True)
-    n = matmul_params(args.shape)
-    peak = next((tf for name, tf in PEAK_TFLOPS.items() if name in gpu), None)
 
-    def mfu(result):  # LoRA on a frozen base: 2N forward + 2N for the input gradients, + 2N when recomputing
-        return round(result["tok_s"] * (6 if result["checkpointing"] else 4) * n / (peak * 1e12), 4) if peak else None
+    def mfu(result):
+        return model_flops_utilisation(result, args.shape)
 
     return {"gpu": gpu, "model_shape": args.shape, "rank": args.rank, "targets": TARGETS, "batch": args.batch,
             "timed_steps": args.steps - args.warmup, "baseline_tok_s": baseline["tok_s"],
@@ -223,6 +248,9 @@ def main() -> None:
     parser.add_argument("--max-length", type=int, default=2048)
     parser.add_argument("--seed", type=int, default=0)
     parser.add_argument("--models", default=tempfile.gettempdir(), help="where the random models are written")
+    parser.add_argument("--packed-batches", type=lambda text: [int(b) for b in text.split(",") if b],
+                        default=[4, 8], help="batch sizes of the packed runs, comma separated ('' for none)")
+    parser.add_argument("--packed-only", action="store_true", help="measure only the packed runs")
     parser.add_argument("--skip-low-vram", action="store_true", help="leave out the low-vram preset's peak")
     parser.add_argument("--low-vram-only", action="store_true", help="measure only the low-vram preset's peak")
     parser.add_argument("--out", default=str(Path(__file__).parent / "results" / "train_throughput.json"))
@@ -235,9 +263,13 @@ def main() -> None:
     out = Path(args.out)
     results = json.loads(out.read_text()) if out.exists() else {}
     result = results.get(args.shape, {})
-    if not args.low_vram_only:
+    if not (args.low_vram_only or args.packed_only):
         result.update(compare_recipes(model_dir, data, args))
-    if not args.skip_low_vram:
+    if args.packed_batches and not args.low_vram_only:
+        result["studio_packed"] = packed_runs(model_dir, vocab, args)
+        best = max(result["studio_packed"], key=lambda run: run["tok_s"])
+        result["studio_packed_mfu"] = best["mfu"]
+    if not (args.skip_low_vram or args.packed_only):
         result["low_vram_7b_2k_peak_gb"] = low_vram_peak(model_dir, vocab, args)
         result["low_vram_shape"] = args.shape
     results[args.shape] = result
