@@ -417,6 +417,7 @@ def edited_copy(adapter: str, folder: Path, **changes) -> str:
 
 def test_clear_errors_for_adapters_chat_cannot_use(pool, model_path, adapters, reference, tmp_path):
     from peft import LoraConfig, get_peft_model
+    from safetensors.torch import load_file, save_file
     from transformers import LlamaConfig, LlamaForCausalLM
 
     tiny = LlamaForCausalLM(LlamaConfig(hidden_size=64, intermediate_size=128, num_hidden_layers=2,
@@ -424,7 +425,14 @@ def test_clear_errors_for_adapters_chat_cannot_use(pool, model_path, adapters, r
     tiny.name_or_path = "someone/tiny-llama"
     get_peft_model(tiny, LoraConfig(r=4, target_modules=["q_proj", "v_proj"])).save_pretrained(tmp_path / "tiny")
     (tmp_path / "empty").mkdir()
+    damaged = Path(edited_copy(adapters[0], tmp_path / "damaged"), "adapter_model.safetensors")
+    damaged.write_bytes(damaged.read_bytes()[:200])
+    incomplete = Path(edited_copy(adapters[0], tmp_path / "incomplete"), "adapter_model.safetensors")
+    weights = load_file(incomplete)
+    save_file({key: tensor for key, tensor in weights.items() if ".layers.0." not in key}, incomplete)
     cases = {
+        str(damaged.parent): "is damaged",
+        str(incomplete.parent): "lacks some of the layers",
         str(tmp_path / "empty"): "not a peft adapter folder",
         str(tmp_path / "missing"): "No adapter folder",
         str(tmp_path / "tiny"): "does not fit SmolLM2-135M-Instruct.*trained for 'someone/tiny-llama'",

@@ -84,11 +84,9 @@ def _check_supported(folder: Path, config: dict) -> None:
 def check_fits(source: AdapterSource, model, model_label: str) -> None:
     """AdapterError when the adapter's layers are missing from the model or have other sizes: it was
     trained for a different base model."""
-    from peft.utils import load_peft_weights
-
     trained_for = Message(" It was trained for '{base}'; chat with it on that model.", base=source.base_model) \
         if source.base_model else ""
-    for key, tensor in load_peft_weights(str(source.path), device="cpu").items():
+    for key, shape in _tensor_shapes(source.path).items():
         match = _LORA_KEY.match(key)
         if not match:
             continue
@@ -104,11 +102,29 @@ def check_fits(source: AdapterSource, model, model_label: str) -> None:
             continue
         # lora_A is (rank, in), lora_B is (out, rank).
         is_a = (match["ab"] or match["eab"]) == "A"
-        if (tensor.shape[-1] if is_a else tensor.shape[0]) != (sizes[0] if is_a else sizes[1]):
+        if (shape[-1] if is_a else shape[0]) != (sizes[0] if is_a else sizes[1]):
             raise AdapterError(Message("The adapter at {path} does not fit {model}: layer '{layer}' has size "
                                        "{size_in}x{size_out} in this model, the adapter expects another size."
                                        "{trained_for}", path=str(source.path), model=model_label, layer=layer,
                                        size_in=sizes[0], size_out=sizes[1], trained_for=trained_for))
+
+
+def _tensor_shapes(folder: Path) -> dict[str, list[int]]:
+    """The saved tensors' shapes: from the safetensors header alone (a 7B adapter's weights are 160 MB),
+    or by loading an older .bin file."""
+    weights = folder / WEIGHT_FILES[0]
+    if weights.exists():
+        from safetensors import SafetensorError, safe_open
+
+        try:
+            with safe_open(str(weights), framework="pt") as saved:
+                return {key: saved.get_slice(key).get_shape() for key in saved.keys()}
+        except SafetensorError as e:
+            raise AdapterError(Message("{file} is damaged ({reason}). Save or train the adapter again.",
+                                       file=str(weights), reason=str(e))) from None
+    from peft.utils import load_peft_weights
+
+    return {key: list(tensor.shape) for key, tensor in load_peft_weights(str(folder), device="cpu").items()}
 
 
 def _in_out(module) -> tuple[int, int] | None:
