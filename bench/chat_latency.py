@@ -8,7 +8,9 @@
                             answering with the base alone (process RSS on the CPU, torch.cuda.max_memory_allocated
                             on a GPU); a second copy of the base for the comparison would make it about 2
     merged_vs_base_speed    greedy writing speed of the 16-bit base with the adapter merged in (merge_and_unload,
-                            as Export does), over the same base without it (medians of five, timed in turns)
+                            as Export does), over the same base without it (median time between tokens, timed in
+                            turns), beside the same ratio for a second plain copy of the base (the host's noise)
+                            and, on a GPU, the ratio of kernel time per token
     plus time to first token and tokens per second: the base, an adapter (routed per row, and through peft's
     ordinary active adapter for comparison), and base + adapter side by side.
 
@@ -49,8 +51,8 @@ def make_adapters(model_path: str, rank: int, targets, folder: str, seeds: tuple
         model = peft.unload()
 
 
-def tokens_per_s(model, tokenizer, max_new_tokens: int) -> float:
-    """Greedy writing speed of a model, exactly max_new_tokens long, timed from the first token to the last."""
+def token_intervals(model, tokenizer, max_new_tokens: int) -> list[float]:
+    """Seconds between consecutive tokens of a greedy answer exactly max_new_tokens long."""
     import torch
     from transformers import StoppingCriteria, StoppingCriteriaList
 
@@ -68,29 +70,66 @@ def tokens_per_s(model, tokenizer, max_new_tokens: int) -> float:
     clock = Clock()
     model.generate(**ids, max_new_tokens=max_new_tokens, min_new_tokens=max_new_tokens, do_sample=False,
                    stopping_criteria=StoppingCriteriaList([clock]))
-    return (len(clock.times) - 1) / (clock.times[-1] - clock.times[0])
+    return [later - earlier for earlier, later in zip(clock.times, clock.times[1:])]
 
 
-def merged_vs_base_speed(model_path: str, adapter: str, max_new_tokens: int, repeats: int = 5) -> dict:
-    """A 16-bit base and a second copy with the adapter merged in (peft's merge_and_unload, as the Export tab
-    does), timed in turns so that drift in clocks or load falls on both alike: the merged one should write
-    exactly as fast."""
+def tokens_per_s(model, tokenizer, max_new_tokens: int) -> float:
+    """Greedy writing speed of a model, timed from the first token to the last."""
+    intervals = token_intervals(model, tokenizer, max_new_tokens)
+    return len(intervals) / sum(intervals)
+
+
+def kernel_seconds_per_token(model, tokenizer, max_new_tokens: int) -> float | None:
+    """GPU kernel time per written token (torch.profiler): what the model costs the card, free of the host's
+    Python timing. None without a GPU."""
+    import torch
+    from torch.profiler import ProfilerActivity, profile
+
+    if not torch.cuda.is_available():
+        return None
+    with profile(activities=[ProfilerActivity.CUDA]) as profiler:
+        token_intervals(model, tokenizer, max_new_tokens)
+    return sum(event.self_device_time_total for event in profiler.key_averages()) / 1e6 / max_new_tokens
+
+
+def merged_vs_base_speed(model_path: str, adapter: str, max_new_tokens: int, repeats: int = 6) -> dict:
+    """A 16-bit base, a second copy with the adapter merged in (peft's merge_and_unload, as the Export tab
+    does) and, as a control, a third plain copy of the base: the merged one should write exactly as fast,
+    and the control shows how closely this host can tell. Timed in turns whose order flips each round, so
+    drift in clocks or load falls on all alike; speed is one over the median time between two tokens over
+    all turns, so a pause of the host does not decide the comparison. GPU kernel time per token is the
+    same comparison without the host's Python."""
+    import gc
+
     from peft import PeftModel
 
     from studio.models import load_base_model, load_tokenizer
 
     tokenizer = load_tokenizer(model_path)
-    base = load_base_model(model_path, "none")
-    merged = PeftModel.from_pretrained(load_base_model(model_path, "none"), adapter).merge_and_unload()
-    times = {"base": [], "merged": []}
-    for model in (base, merged):
-        tokens_per_s(model, tokenizer, 8)  # warm up
-    for _ in range(repeats):
-        for name, model in (("base", base), ("merged", merged)):
-            times[name].append(tokens_per_s(model, tokenizer, max_new_tokens))
-    base_speed, merged_speed = statistics.median(times["base"]), statistics.median(times["merged"])
-    return {"base16_tokens_per_s": round(base_speed, 2), "merged_tokens_per_s": round(merged_speed, 2),
-            "merged_vs_base_speed": round(merged_speed / base_speed, 4)}
+    models = {"base": load_base_model(model_path, "none"),
+              "merged": PeftModel.from_pretrained(load_base_model(model_path, "none"), adapter).merge_and_unload(),
+              "base_copy": load_base_model(model_path, "none")}
+    intervals = {name: [] for name in models}
+    for model in models.values():
+        token_intervals(model, tokenizer, 8)  # warm up
+    gc.collect()
+    gc.disable()
+    try:
+        for round_ in range(repeats):
+            for name in (list(models) if round_ % 2 == 0 else reversed(list(models))):
+                intervals[name] += token_intervals(models[name], tokenizer, max_new_tokens)
+    finally:
+        gc.enable()
+    speed = {name: 1 / statistics.median(times) for name, times in intervals.items()}
+    kernel = {name: kernel_seconds_per_token(model, tokenizer, 32) for name, model in models.items()}
+    result = {"base16_tokens_per_s": round(speed["base"], 2), "merged_tokens_per_s": round(speed["merged"], 2),
+              "merged_vs_base_speed": round(speed["merged"] / speed["base"], 4),
+              "base_copy_vs_base_speed": round(speed["base_copy"] / speed["base"], 4)}
+    if kernel["base"]:
+        result.update({"base16_kernel_ms_per_token": round(1000 * kernel["base"], 3),
+                       "merged_vs_base_kernel_time": round(kernel["merged"] / kernel["base"], 4),
+                       "base_copy_vs_base_kernel_time": round(kernel["base_copy"] / kernel["base"], 4)})
+    return result
 
 
 def memory_now() -> float:
@@ -182,6 +221,7 @@ def main(argv=None) -> int:
             "adapter_targets": targets,
             "swap_cached_ms": round(1000 * statistics.median(swaps), 3),
             "first_load_ms": round(1000 * statistics.median(loads), 1),
+            "first_loads_ms": [round(1000 * load, 1) for load in loads],  # in order: more adapters already attached
             "side_by_side_mem_ratio": round(side_mem / base_mem, 4),
             "memory_measure": "torch.cuda.max_memory_allocated" if torch.cuda.is_available() else "process RSS",
             "base_mem_mb": round(base_mem / 2**20, 1),
