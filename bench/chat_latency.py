@@ -4,6 +4,8 @@
                             (median): with per-row routing nothing in the model changes, so this is the pool's
                             bookkeeping and locks
     first_load_ms           attaching an adapter the first time: checking it fits, reading it, peft's load (median)
+    first_load_full_pool_ms the same when every adapter place of the base is taken: the new adapter's weights
+                            are copied into the least recently used adapter's layers (median)
     side_by_side_mem_ratio  memory while answering base + adapter side by side in one batch, over memory while
                             answering with the base alone (process RSS on the CPU, torch.cuda.max_memory_allocated
                             on a GPU); a second copy of the base for the comparison would make it about 2
@@ -132,6 +134,20 @@ def merged_vs_base_speed(model_path: str, adapter: str, max_new_tokens: int, rep
     return result
 
 
+def full_pool_loads(model_path: str, quantization: str, filling: list[str], fresh: list[str]) -> list[float]:
+    """Seconds to attach each fresh adapter to a base whose adapter places are all taken: each takes over
+    the layers of the least recently used one (the pool's hot-swap)."""
+    from studio.inference import ModelPool
+
+    pool = ModelPool(max_adapters=len(filling), max_concurrent=1)
+    loads = []
+    for adapter in [*filling, *fresh]:
+        with pool.session(model_path, quantization, [adapter]) as session:
+            loads.append(session.adapters[0].load_s)
+    pool.base(model_path, quantization).close()
+    return loads[len(filling):]
+
+
 def memory_now() -> float:
     """Bytes in use: the peak of GPU memory allocated since the last reset, or the process's resident memory."""
     import psutil
@@ -235,7 +251,11 @@ def main(argv=None) -> int:
             "side_by_side_first_token_ms": round(1000 * side[1].first_token_s, 1),
             "torch_threads": torch.get_num_threads(),
         }
-        base.close()  # the chat model's memory back before the 16-bit copies load
+        base.close()
+        result["first_load_full_pool_ms"] = round(1000 * statistics.median(
+            full_pool_loads(model_path, args.quantization, [first, second], fresh)), 1)
+        print("first loads into a full pool", result["first_load_full_pool_ms"], "ms", flush=True)
+        # The chat models' memory back before the 16-bit copies load.
         result.update(merged_vs_base_speed(model_path, first, args.merged_tokens))
     finally:
         shutil.rmtree(scratch, ignore_errors=True)

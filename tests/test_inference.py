@@ -184,9 +184,41 @@ def test_switching_cached_adapters_does_not_reload_anything(model_path, adapters
     with pool.session(model_path, "none", [str(third)]) as session:
         third_name = session.names[0]
     assert [str(info.path) for info in base.adapters()] == [adapters[1], str(third)]
-    assert set(base.model.peft_config) == {info.name for info in base.adapters()}
+    assert set(base.model.peft_config) == {info.slot for info in base.adapters()}
     assert third_name in base.model.peft_config
     assert len(count_base_loads) == 1
+
+
+def test_a_full_pool_swaps_a_new_adapter_into_the_layers_of_an_idle_one(model_path, adapters, reference, tokenizer,
+                                                                        tmp_path):
+    """With no room left, an adapter of the same layers and rank takes over the least recently used idle
+    adapter's LoRA layers (peft's hot-swap, its own alpha included) instead of new layers being built; one
+    of another layout gets layers of its own."""
+    from peft import LoraConfig, PeftModel, get_peft_model
+
+    from studio.models import load_base_model
+
+    pool = ModelPool(max_adapters=1)
+    assert answer(pool, model_path, adapters[0]).text == reference[adapters[0]]
+    assert answer(pool, model_path, adapters[1]).text == reference[adapters[1]]
+    base = pool.base(model_path, "none")
+    [held] = base.adapters()
+    assert held.path == Path(adapters[1]) and held.slot != held.name  # in the first adapter's layers
+    assert list(base.model.peft_config) == [held.slot]
+    assert answer(pool, model_path, adapters[0]).text == reference[adapters[0]]
+
+    louder = edited_copy(adapters[1], tmp_path / "louder", lora_alpha=64)  # scaling 8, where the others have 1
+    plain = PeftModel.from_pretrained(load_base_model(model_path, "none"), louder)
+    louder_answer = answer(pool, model_path, louder).text
+    assert louder_answer == plain_answer(plain, tokenizer, [{"role": "user", "content": PROMPT}])
+    assert louder_answer != reference[adapters[1]]
+    assert list(base.model.peft_config) == [held.slot]
+
+    smaller = get_peft_model(load_base_model(model_path, "none"), LoraConfig(r=4, target_modules=["q_proj"]))
+    smaller.save_pretrained(tmp_path / "smaller")
+    answer(pool, model_path, str(tmp_path / "smaller"))
+    [other] = base.adapters()
+    assert other.slot == other.name and list(base.model.peft_config) == [other.slot]
 
 
 # ---- answers ----
@@ -279,10 +311,11 @@ def test_prompt_layout(tokenizer):
 
 def test_concurrent_users_each_get_their_own_adapter(model_path, adapters, reference, tmp_path, monkeypatch):
     pool = ModelPool(max_adapters=2, max_concurrent=3)
-    attaches = []
-    real_attach = pool_module.PooledBase._attach
-    monkeypatch.setattr(pool_module.PooledBase, "_attach",
-                        lambda self, source: attaches.append(source.path) or real_attach(self, source))
+    attaches = []  # adapters put into the model: into new layers, or into an evicted adapter's
+    for method in ("_attach", "_swap_into"):
+        real = getattr(pool_module.PooledBase, method)
+        monkeypatch.setattr(pool_module.PooledBase, method, lambda self, *args, real=real:
+                            attaches.append(args[-1].path) or real(self, *args))
     # Copies of an adapter are other adapters to the pool: loading them evicts the users' adapters.
     churn = [str(shutil.copytree(adapters[0], tmp_path / f"churn{i}")) for i in range(2)]
     results, errors, churn_rounds = {}, [], [0]
