@@ -71,6 +71,13 @@ def test_suggestions_follow_dataset_size(rows, rank, lr):
     assert (tip["lora_r"], tip["learning_rate"]) == (rank, lr)
 
 
+def test_packing_is_suggested_for_many_short_rows():
+    assert suggest_for_size(5000, 300, 1024)["packing"] is True
+    assert "packing" not in suggest_for_size(500, 300, 1024)  # too few rows: packed, too few steps to watch
+    assert "packing" not in suggest_for_size(5000, 800, 1024)  # rows already fill most of a step
+    assert "packing" not in suggest_for_size(5000)  # lengths unknown
+
+
 def test_target_modules_for_llama_gpt2_and_unknown_names():
     from transformers import GPT2Config, GPT2LMHeadModel, LlamaConfig, LlamaForCausalLM
 

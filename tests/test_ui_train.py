@@ -1,11 +1,15 @@
-"""The Train tab's own wording: settings errors by their on-screen names, and run messages shown as text."""
+"""The Train tab's own wording: settings errors by their on-screen names, run messages shown as text, and the
+suggestion for a chosen dataset."""
+import json
+
 import pytest
 
 from studio.config import ConfigError, TrainConfig
 from studio.messages import text_of
 from studio.runs import create_run
 from studio.ui.i18n import Translator
-from studio.ui.train_tab import ADVANCED, build_config, progress_html, with_labels
+from studio.ui.train_tab import (ADVANCED, build_config, dataset_suggestion, progress_html, suggestion_text,
+                                 with_labels)
 
 
 def test_a_bad_setting_is_named_as_the_page_labels_it():
@@ -25,3 +29,25 @@ def test_a_run_message_quoting_typed_text_is_shown_as_text_not_markup(workspace)
     run.set_status(state="failed", message="No dataset called '<img src=x onerror=alert(1)>'")
     html = progress_html(run)
     assert "<img" not in html and "&lt;img src=x onerror=alert(1)&gt;" in html
+
+
+def test_a_large_dataset_of_short_rows_gets_packing_suggested(workspace, tokenizer, tmp_path):
+    from types import SimpleNamespace
+
+    from studio.data import inspect_file, save_dataset
+
+    rows = tmp_path / "short.jsonl"
+    rows.write_text("".join(json.dumps({"instruction": f"Say {i}.", "output": f"{i}."}) + "\n" for i in range(1200)))
+    save_dataset(workspace, "short", rows, inspect_file(rows, tokenizer, max_length=1024))
+    studio = SimpleNamespace(workspace=workspace)
+
+    tip = dataset_suggestion(studio, "short", 1024)
+    assert tip["rows"] == 1200 and tip["packing"] is True and tip["mean_tokens"] < 100
+    text = suggestion_text(tip, 1024)
+    assert "1200 examples" in text and f"average {tip['mean_tokens']:.0f} tokens" in text and "packing" in text
+    assert "打包" in suggestion_text(tip, 1024, Translator("zh-Hant"))
+    # Rows that already fill half the max length, or too few rows to fill steps: no packing.
+    assert "packing" not in dataset_suggestion(studio, "short", 2 * int(tip["mean_tokens"]) - 2)
+    rows.write_text(rows.read_text().split("\n", 900)[-1])
+    save_dataset(workspace, "fewer", rows, inspect_file(rows, tokenizer, max_length=1024))
+    assert "packing" not in dataset_suggestion(studio, "fewer", 1024)

@@ -33,6 +33,7 @@ ADVANCED = [
     ("early_stopping_patience", N_("Stop early after this many worse evaluations (0: never)")),
     ("seed", N_("Random seed")),
 ]
+FIELDS = [field for field, _ in ADVANCED]
 MAX_MEMORY_POINTS = 600  # per device, in the memory chart
 # A run's state, shown as an icon and as a word in the visitor's language.
 STATE_ICONS = {N_("queued"): "…", N_("running"): "▶", N_("completed"): "✔", N_("failed"): "✖",
@@ -88,7 +89,7 @@ def preset_description(presets: dict, name: str, t: Translator = english) -> str
 
 
 def build_config(dataset, model, preset, values, gpus=(), fsdp=False) -> TrainConfig:
-    settings = dict(zip([f for f, _ in ADVANCED], values))
+    settings = dict(zip(FIELDS, values))
     model = model or EMBEDDED_LABEL
     return TrainConfig.from_dict({**settings, "dataset": dataset or "", "preset": preset, "gpus": list(gpus or []),
                                   "fsdp": bool(fsdp), "model": "embedded" if model == EMBEDDED_LABEL else model})
@@ -109,6 +110,30 @@ def gpu_choices(studio: Studio) -> list[tuple[str, int]]:
     allowed = set(studio.queue.devices)
     return [(f"GPU {g['index']} · {g['name']} · {g['total_gb']:.0f} GB", g["index"]) for g in list_gpus()
             if str(g["index"]) in allowed]
+
+
+def dataset_suggestion(studio: Studio, name, max_length) -> dict | None:
+    """Settings suited to a dataset's size and row lengths (config.suggest_for_size) with its row count and mean
+    tokens; None until the name can be read."""
+    from ..data import list_datasets, load_records
+
+    saved = {d["name"]: d for d in list_datasets(studio.workspace) if d.get("valid") is not None}
+    try:  # a saved dataset's report has the count and the token lengths; a file path is read
+        rows = saved[name]["valid"] if name in saved else len(load_records(name, studio.workspace)[0])
+    except Exception:  # noqa: BLE001 - a half-typed name: no suggestion yet
+        return None
+    mean = ((saved.get(name) or {}).get("tokens") or {}).get("mean")
+    return {**suggest_for_size(rows, mean, max_length), "rows": rows, "mean_tokens": mean}
+
+
+def suggestion_text(tip: dict, max_length, t: Translator = english) -> str:
+    text = t("💡 {rows} examples — {why}: rank {rank}, learning rate {lr}, {epochs:g} epochs.", rows=tip["rows"],
+             why=t(tip["why"]), rank=tip["lora_r"], lr=tip["learning_rate"], epochs=tip["epochs"])
+    if tip.get("packing"):
+        text += " " + t("They average {mean:.0f} tokens against a max length of {length}: packing them together "
+                        "fills every step, about twice as fast on a large model.", mean=tip["mean_tokens"],
+                        length=max_length)
+    return text
 
 
 def fit_text(studio: Studio, model_choice, values, t: Translator = english) -> str:
@@ -248,31 +273,20 @@ def build(studio: Studio, labels: Labels):
     labels.language.change(on_language, [labels.language, preset, model] + advanced, [preset, preset_text, fit],
                            show_progress="hidden")
 
-    def suggestion_for(name) -> dict | None:
-        """Rank, learning rate and epochs suited to the chosen dataset's size; None until it can be read."""
-        from ..data import list_datasets, load_records
+    max_length = advanced[FIELDS.index("max_length")]
 
-        saved = {d["name"]: d["valid"] for d in list_datasets(studio.workspace) if d.get("valid") is not None}
-        try:  # a saved dataset's report has the count; a file path is read
-            rows = saved[name] if name in saved else len(load_records(name, studio.workspace)[0])
-        except Exception:  # noqa: BLE001 - a half-typed name: no suggestion yet
-            return None
-        return {**suggest_for_size(rows), "rows": rows}
-
-    def on_dataset(name, request: gr.Request):
-        tip = suggestion_for(name)
+    def on_dataset(name, length, request: gr.Request):
+        tip = dataset_suggestion(studio, name, length)
         if tip is None:
             return gr.update(value=""), gr.update(visible=False)
-        t = translator(request)
-        return (t("💡 {rows} examples — {why}: rank {rank}, learning rate {lr}, {epochs:g} epochs.",
-                  rows=tip["rows"], why=t(tip["why"]), rank=tip["lora_r"], lr=tip["learning_rate"],
-                  epochs=tip["epochs"]), gr.update(visible=True))
+        return suggestion_text(tip, length, translator(request)), gr.update(visible=True)
 
-    dataset.change(on_dataset, dataset, [suggestion, apply_suggestion])
+    gr.on([dataset.change, max_length.change], on_dataset, [dataset, max_length], [suggestion, apply_suggestion],
+          trigger_mode="always_last", show_progress="hidden")
 
     def on_apply(name, *values):
-        tip = suggestion_for(name) or {}
-        return [tip.get(f, v) for (f, _), v in zip(ADVANCED, values)]
+        tip = dataset_suggestion(studio, name, values[FIELDS.index("max_length")]) or {}
+        return [tip.get(f, v) for f, v in zip(FIELDS, values)]
 
     apply_suggestion.click(on_apply, [dataset] + advanced, advanced)
 
@@ -288,7 +302,7 @@ def build(studio: Studio, labels: Labels):
         if not name.strip():
             return t("Type a name for your preset first."), gr.update()
         try:
-            settings = dict(zip([f for f, _ in ADVANCED], values))
+            settings = dict(zip(FIELDS, values))
             save_user_preset(studio.workspace.root / "presets", name, name, N_("My own settings."), settings)
         except ConfigError as e:
             return f"❌ {t.message(e)}", gr.update()
