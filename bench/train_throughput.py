@@ -192,7 +192,14 @@ def packed_runs(model_dir, vocab: int, args) -> list[dict]:
         rows_needed = args.steps * batch * args.max_length // 300  # chat rows average about 430 tokens
         data = sequences(chat_lengths(rows_needed, args.seed, args.max_length), vocab, args.seed)
         run = argparse.Namespace(**{**vars(args), "batch": batch})
-        result = run_studio(model_dir, data, run, packing=True)
+        try:
+            result = run_studio(model_dir, data, run, packing=True, gradient_checkpointing=args.packed_checkpointing)
+        except torch.OutOfMemoryError:
+            gc.collect()
+            torch.cuda.empty_cache()
+            runs.append({"batch": batch, "checkpointing": args.packed_checkpointing, "error": "out of memory"})
+            print("LoRA Studio, packed", runs[-1], flush=True)
+            continue
         result = {"batch": batch, "tokens_per_step": batch * args.max_length, **result,
                   "mfu": model_flops_utilisation(result, args.shape)}
         result.pop("targets", None)
@@ -251,6 +258,8 @@ def main() -> None:
     parser.add_argument("--packed-batches", type=lambda text: [int(b) for b in text.split(",") if b],
                         default=[4, 8], help="batch sizes of the packed runs, comma separated ('' for none)")
     parser.add_argument("--packed-only", action="store_true", help="measure only the packed runs")
+    parser.add_argument("--packed-checkpointing", choices=("auto", "on", "off"), default="auto",
+                        help="gradient checkpointing of the packed runs (default: as a run decides)")
     parser.add_argument("--skip-low-vram", action="store_true", help="leave out the low-vram preset's peak")
     parser.add_argument("--low-vram-only", action="store_true", help="measure only the low-vram preset's peak")
     parser.add_argument("--out", default=str(Path(__file__).parent / "results" / "train_throughput.json"))
@@ -266,9 +275,11 @@ def main() -> None:
     if not (args.low_vram_only or args.packed_only):
         result.update(compare_recipes(model_dir, data, args))
     if args.packed_batches and not args.low_vram_only:
-        result["studio_packed"] = packed_runs(model_dir, vocab, args)
-        best = max(result["studio_packed"], key=lambda run: run["tok_s"])
-        result["studio_packed_mfu"] = best["mfu"]
+        forced = "" if args.packed_checkpointing == "auto" else f"_checkpointing_{args.packed_checkpointing}"
+        result["studio_packed" + forced] = packed_runs(model_dir, vocab, args)
+        mfus = [run["mfu"] for name, runs in result.items() if name.startswith("studio_packed") and
+                isinstance(runs, list) for run in runs if run.get("mfu")]
+        result["studio_packed_mfu"] = max(mfus, default=None)
     if not (args.skip_low_vram or args.packed_only):
         result["low_vram_7b_2k_peak_gb"] = low_vram_peak(model_dir, vocab, args)
         result["low_vram_shape"] = args.shape
