@@ -200,10 +200,11 @@ def test_a_full_pool_swaps_a_new_adapter_into_the_layers_of_an_idle_one(model_pa
 
     pool = ModelPool(max_adapters=1)
     assert answer(pool, model_path, adapters[0]).text == reference[adapters[0]]
-    assert answer(pool, model_path, adapters[1]).text == reference[adapters[1]]
     base = pool.base(model_path, "none")
+    [first] = base.adapters()
+    assert answer(pool, model_path, adapters[1]).text == reference[adapters[1]]
     [held] = base.adapters()
-    assert held.path == Path(adapters[1]) and held.slot != held.name  # in the first adapter's layers
+    assert held.path == Path(adapters[1]) and held.slot == first.slot  # in the first adapter's layers
     assert list(base.model.peft_config) == [held.slot]
     assert answer(pool, model_path, adapters[0]).text == reference[adapters[0]]
 
@@ -218,7 +219,26 @@ def test_a_full_pool_swaps_a_new_adapter_into_the_layers_of_an_idle_one(model_pa
     smaller.save_pretrained(tmp_path / "smaller")
     answer(pool, model_path, str(tmp_path / "smaller"))
     [other] = base.adapters()
-    assert other.slot == other.name and list(base.model.peft_config) == [other.slot]
+    assert other.slot != first.slot and list(base.model.peft_config) == [other.slot]
+
+
+def test_an_adapter_loaded_again_never_takes_over_layers_that_hold_another(model_path, adapters, reference,
+                                                                            tmp_path):
+    """The first adapter is swapped out of its layers, which then hold a third one; loaded again while no place
+    is free, it gets new layers, and the third keeps answering as itself."""
+    from studio.inference.adapters import read_adapter
+
+    first, second = adapters
+    third = str(shutil.copytree(first, tmp_path / "third"))  # the same weights as the first, another adapter
+    pool = ModelPool(max_adapters=2)
+    for adapter in (first, second, third):  # the third takes over the first's layers
+        answer(pool, model_path, adapter)
+    base = pool.base(model_path, "none")
+    with base.pinned([read_adapter(second), read_adapter(third)]):  # no idle place to take over
+        assert answer(pool, model_path, first).text == reference[first]
+    assert len(set(info.slot for info in base.adapters())) == len(base.adapters())
+    assert answer(pool, model_path, third).text == reference[first]
+    assert answer(pool, model_path, second).text == reference[second]
 
 
 # ---- answers ----

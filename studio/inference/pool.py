@@ -9,6 +9,7 @@ generations run at once over the whole pool.
 """
 from __future__ import annotations
 
+import itertools
 import logging
 import re
 import threading
@@ -38,7 +39,7 @@ warnings.filterwarnings("ignore", message=r"Adapter \S+ was active which is now 
 @dataclass(frozen=True)
 class AdapterInfo:
     name: str  # the adapter's own name (AdapterSource.name)
-    slot: str  # the name of the LoRA layers that hold it in the shared model: its own, or an evicted adapter's
+    slot: str  # the name of the LoRA layers that hold it in the shared model (they may have held others before)
     path: Path
     load_s: float  # how long attaching it took: the "adapter swap time" when it was not cached
     warning: str = ""
@@ -58,6 +59,10 @@ class PooledBase:
         self.lock = ReadWriteLock()  # read: generating; write: attaching or removing adapters
         self.closed = False
         self._peft = None  # the PeftModel around self.model, once an adapter is attached
+        # Names for new LoRA layers, never an adapter's own name: after a swap, layers named after one adapter
+        # would hold another's weights. Of one length, so that no name is part of another (peft matches
+        # an adapter's tensors by substring).
+        self._slot_names = (f"slot{number:08d}" for number in itertools.count(1))
         self._max_adapters = max_adapters
         self._adapters: OrderedDict[str, AdapterInfo] = OrderedDict()
         self._pins: Counter[str] = Counter()  # adapters that requests are about to use or are using
@@ -163,28 +168,28 @@ class PooledBase:
 
         started = time.perf_counter()
         check_fits(source, self.model, self.label)
-        first = self._peft is None
+        first, slot = self._peft is None, next(self._slot_names)
         # peft makes the new layers empty and takes the file's tensors as they are, instead of initialising
         # random weights only to overwrite them: a quarter of a 7B adapter's first load (bench/chat_latency.py).
         try:
             if first:
-                self._peft = PeftModel.from_pretrained(self.model, str(source.path), adapter_name=source.name,
+                self._peft = PeftModel.from_pretrained(self.model, str(source.path), adapter_name=slot,
                                                        low_cpu_mem_usage=True)
             else:
-                self._peft.load_adapter(str(source.path), adapter_name=source.name, low_cpu_mem_usage=True)
-            if any(weight.is_meta for name, weight in self._peft.named_parameters() if source.name in name):
+                self._peft.load_adapter(str(source.path), adapter_name=slot, low_cpu_mem_usage=True)
+            if any(weight.is_meta for name, weight in self._peft.named_parameters() if f".{slot}." in name):
                 raise ValueError("the weights file lacks some of the layers its adapter_config.json names")
         except Exception as e:  # noqa: BLE001 - a damaged file fails in many ways; the user needs one message
             if first:  # peft had already begun rewriting the model's layers: drop this copy
                 self._release()
-            elif source.name in self._peft.peft_config:
-                self._peft.delete_adapter(source.name)
+            elif slot in self._peft.peft_config:
+                self._peft.delete_adapter(slot)
             reason = (str(e).strip().splitlines() or [type(e).__name__])[0][:200]
             raise AdapterError(Message("Could not load the adapter at {path} onto {model}: {reason}",
                                        path=str(source.path), model=self.label, reason=reason)) from None
         self.model.eval()
         routing.install(self.model)
-        return AdapterInfo(source.name, source.name, source.path, time.perf_counter() - started,
+        return AdapterInfo(source.name, slot, source.path, time.perf_counter() - started,
                            base_mismatch(source, self.path))
 
     def close(self) -> None:
