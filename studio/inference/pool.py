@@ -132,9 +132,9 @@ class PooledBase:
 
     def _swap_into(self, victim: AdapterInfo, source: AdapterSource) -> AdapterInfo | None:
         """Evict the idle victim by copying the source's weights into its LoRA layers (peft's hot-swap) rather
-        than building new layers: on a 7B model a tenth of the time (bench/chat_latency.py). None when the two
-        differ in layers, rank or kind, or the copy fails: then the victim is gone and _attach does the load
-        (the caller holds the write lock)."""
+        than building new layers: 138 ms against 0.45-1.2 s on a 7B shape (bench/chat_latency.py). None, and
+        _attach does the load, when the two differ in layers or rank (the victim stays) or the copy fails
+        (the victim is gone). The caller holds the write lock."""
         from peft import LoraConfig
         from peft.utils import load_peft_weights
         from peft.utils.hotswap import hotswap_adapter_from_state_dict
