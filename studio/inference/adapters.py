@@ -109,6 +109,17 @@ def check_fits(source: AdapterSource, model, model_label: str) -> None:
                                        size_in=sizes[0], size_out=sizes[1], trained_for=trained_for))
 
 
+def key_in_slot(key: str, slot: str) -> str:
+    """A saved adapter tensor's name as the shared model calls it in that slot (lora_A.weight ->
+    lora_A.<slot>.weight)."""
+    match = _LORA_KEY.match(key)
+    if not match:
+        return key
+    if match["ab"]:
+        return f"base_model.model.{match['layer']}.lora_{match['ab']}.{slot}.weight"
+    return f"base_model.model.{match['layer']}.lora_embedding_{match['eab']}.{slot}"
+
+
 def _tensor_shapes(folder: Path) -> dict[str, list[int]]:
     """The saved tensors' shapes: from the safetensors header alone (a 7B adapter's weights are 160 MB),
     or by loading an older .bin file."""

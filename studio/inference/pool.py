@@ -11,7 +11,6 @@ from __future__ import annotations
 
 import itertools
 import logging
-import re
 import threading
 import time
 import warnings
@@ -23,7 +22,7 @@ from pathlib import Path
 from ..messages import Message
 from ..models import MODEL_LOADS, free_memory, load_base_model, load_tokenizer, parameter_count
 from . import routing
-from .adapters import AdapterError, AdapterSource, base_mismatch, check_fits, read_adapter
+from .adapters import AdapterError, AdapterSource, base_mismatch, check_fits, key_in_slot, read_adapter
 from .rwlock import ReadWriteLock
 
 QUANTIZATIONS = ("auto", "4bit", "8bit", "none")
@@ -106,11 +105,14 @@ class PooledBase:
                 info = self._take(source.name)  # attached by another request while this one waited
             if info:
                 return info, False
+            started = time.perf_counter()
+            check_fits(source, self.model, self.label)
             with self._book:
                 full = len(self._adapters) >= self._max_adapters
                 idle = [info for info in self._adapters.values() if not self._pins[info.name]]
-            info = self._swap_into(idle[0], source) if full and idle else None
-            info = info or self._attach(source)
+            slot = (self._swap_into(idle[0], source) if full and idle else None) or self._attach(source)
+            info = AdapterInfo(source.name, slot, source.path, time.perf_counter() - started,
+                               base_mismatch(source, self.path))
             with self._book:
                 self._adapters[source.name] = info
                 self._pins[source.name] += 1
@@ -130,17 +132,15 @@ class PooledBase:
             self._pins[name] += 1
         return info
 
-    def _swap_into(self, victim: AdapterInfo, source: AdapterSource) -> AdapterInfo | None:
+    def _swap_into(self, victim: AdapterInfo, source: AdapterSource) -> str | None:
         """Evict the idle victim by copying the source's weights into its LoRA layers (peft's hot-swap) rather
-        than building new layers: 138 ms against 0.45-1.2 s on a 7B shape (bench/chat_latency.py). None, and
-        _attach does the load, when the two differ in layers or rank (the victim stays) or the copy fails
-        (the victim is gone). The caller holds the write lock."""
+        than building new layers: 138 ms against 0.45-1.2 s on a 7B shape (bench/chat_latency.py). Returns
+        the slot; None, and _attach does the load, when the two differ in layers or rank (the victim stays)
+        or the copy fails (the victim is gone). The caller holds the write lock."""
         from peft import LoraConfig
         from peft.utils import load_peft_weights
         from peft.utils.hotswap import hotswap_adapter_from_state_dict
 
-        started = time.perf_counter()
-        check_fits(source, self.model, self.label)
         config = LoraConfig.from_pretrained(str(source.path))
         config.inference_mode = True
         held = self._peft.peft_config[victim.slot]
@@ -153,21 +153,18 @@ class PooledBase:
             del self._adapters[victim.name]  # from here on no request can take it up
         try:
             weights = load_peft_weights(str(source.path), device=str(self.model.device))
-            hotswap_adapter_from_state_dict(self._peft, {_with_slot(key, victim.slot): tensor
+            hotswap_adapter_from_state_dict(self._peft, {key_in_slot(key, victim.slot): tensor
                                                          for key, tensor in weights.items()}, victim.slot, config)
         except Exception:  # noqa: BLE001 - _attach loads it the ordinary way and says what is wrong with it
             self._peft.delete_adapter(victim.slot)
             return None
         self._peft.peft_config[victim.slot] = config
-        return AdapterInfo(source.name, victim.slot, source.path, time.perf_counter() - started,
-                           base_mismatch(source, self.path))
+        return victim.slot
 
-    def _attach(self, source: AdapterSource) -> AdapterInfo:
-        """Load the adapter into the model (the caller holds the write lock)."""
+    def _attach(self, source: AdapterSource) -> str:
+        """Load the adapter into new LoRA layers and return their slot (the caller holds the write lock)."""
         from peft import PeftModel
 
-        started = time.perf_counter()
-        check_fits(source, self.model, self.label)
         first, slot = self._peft is None, next(self._slot_names)
         # peft makes the new layers empty and takes the file's tensors as they are, instead of initialising
         # random weights only to overwrite them: a quarter of a 7B adapter's first load (bench/chat_latency.py).
@@ -189,8 +186,7 @@ class PooledBase:
                                        path=str(source.path), model=self.label, reason=reason)) from None
         self.model.eval()
         routing.install(self.model)
-        return AdapterInfo(source.name, slot, source.path, time.perf_counter() - started,
-                           base_mismatch(source, self.path))
+        return slot
 
     def close(self) -> None:
         """Unload, once the generations running on this model have ended."""
@@ -294,12 +290,6 @@ def _layout(config) -> tuple:
     targets = config.target_modules
     return (set(targets) if isinstance(targets, (list, set, tuple)) else targets, config.r, config.rank_pattern,
             config.lora_bias)
-
-
-def _with_slot(key: str, slot: str) -> str:
-    """A saved adapter tensor's name as the model calls it in that slot: lora_A.weight -> lora_A.<slot>.weight."""
-    return re.sub(r"\.(lora_[AB])\.weight$|\.(lora_embedding_[AB])$",
-                  lambda m: f".{m[1]}.{slot}.weight" if m[1] else f".{m[2]}.{slot}", key)
 
 
 def choose_quantization(model_path: str, requested: str = "auto") -> str:
