@@ -107,7 +107,7 @@ class TrainConfig:
         if not self.target_modules:
             errors.append(Message("target_modules: name at least one layer, or 'auto'"))
         if errors:
-            raise ConfigError(Message.join("; ", errors))
+            raise ConfigError(Message.joined("; ", errors))
         return self
 
     def to_dict(self) -> dict:

@@ -17,12 +17,13 @@ class Message(str):
     def __reduce__(self):  # pickled (queues, processes) as template and values, not as the finished text
         return _rebuild, (self.template, self.values)
 
-    def replace(self, **values) -> Message:
+    # Named apart from str's own replace and join, which html.escape and other str users rely on.
+    def with_values(self, **values) -> Message:
         """The same message with some of its values changed."""
         return type(self)(self.template, **{**self.values, **values})
 
     @classmethod
-    def join(cls, separator: str, parts) -> Message:
+    def joined(cls, separator: str, parts) -> Message:
         """`separator.join(parts)`, each part translated on its own."""
         parts = list(parts)
         template = separator.replace("{", "{{").replace("}", "}}").join(f"{{_{i}}}" for i in range(len(parts)))

@@ -131,7 +131,7 @@ def test_engine_messages_show_translated_and_fall_back_to_english(tmp_path):
     from studio.runs import Run
 
     hant, hans = Translator("zh-Hant"), Translator("zh-Hans")
-    reason = Message.join("; ", [Message("turn {i} has no role", i=2), Message("'{column}' is empty", column="q")])
+    reason = Message.joined("; ", [Message("turn {i} has no role", i=2), Message("'{column}' is empty", column="q")])
     assert hant.message(reason) == "第 2 則發言沒有 role; 「q」是空的"
     assert hans.message(reason) == "第 2 条发言没有 role; “q”是空的"
     assert Translator().message(reason) == reason == "turn 2 has no role; 'q' is empty"

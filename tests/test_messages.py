@@ -15,10 +15,10 @@ def test_a_message_is_its_english_text():
 
 def test_join_keeps_every_part():
     parts = [Message("turn {i} has no role", i=1), Message("'{column}' is empty", column="a{b}")]
-    joined = Message.join("; ", parts)
+    joined = Message.joined("; ", parts)
     assert joined == "turn 1 has no role; 'a{b}' is empty"
     assert list(joined.values.values()) == parts
-    assert Message.join("; ", []) == ""
+    assert Message.joined("; ", []) == ""
 
 
 def test_it_survives_pickle_and_json():
@@ -36,3 +36,10 @@ def test_text_of_an_exception():
     m = Message("turn {i} has no role", i=2)
     assert text_of(ValueError(m)) is m
     assert text_of(ValueError("a", "b")) == "('a', 'b')"
+
+
+def test_a_message_is_a_str_to_str_functions():
+    import html
+
+    assert html.escape(Message("{a} & {b}", a="<x>", b="y")) == "&lt;x&gt; &amp; y"
+    assert Message("a-b").replace("-", "+") == "a+b"

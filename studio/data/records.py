@@ -31,7 +31,7 @@ def normalise_numbered(table: Table, fmt: str, mapping: dict[str, str]) -> tuple
     for number, row in zip(table.row_numbers, table.rows):
         record, reasons = make(row, columns)
         if reasons:
-            problems.append(Problem(number, Message.join("; ", reasons)))
+            problems.append(Problem(number, Message.joined("; ", reasons)))
         else:
             records.append((number, record))
     problems.sort(key=lambda p: p.row)

@@ -71,7 +71,7 @@ def detect_format(columns: list[str], rows: list[dict], overrides: dict[str, str
     if unusable:
         raise MappingError(Message("The {format} format has no place for {columns}. Choose another format, or set "
                                    "those columns to '{ignore}'.", format=fmt, ignore=IGNORE,
-                                   columns=Message.join(", ", [Message("column '{column}' as {field}", column=c,
+                                   columns=Message.joined(", ", [Message("column '{column}' as {field}", column=c,
                                                                        field=f) for c, f in unusable])))
     if fmt in ("sharegpt", "messages") and not _conversation_values(rows, by_slot["conversation"]):
         raise MappingError(Message('Column \'{column}\' does not hold conversations (lists of turns like [{{"role": '

@@ -40,7 +40,7 @@ class GenerationSettings:
                           high=high, value=getattr(self, name))
                   for name, (low, high) in self._LIMITS.items() if not low <= getattr(self, name) <= high]
         if errors:
-            raise ChatError(Message.join("; ", errors))
+            raise ChatError(Message.joined("; ", errors))
         return self
 
     def generation_config(self, defaults, eos_ids: list[int], pad_id: int | None):

@@ -102,7 +102,7 @@ def with_labels(message, t: Translator):
     values = {k: with_labels(v, t) for k, v in message.values.items()}
     if values.get("field") in dict(ADVANCED):
         values["field"] = t(dict(ADVANCED)[values["field"]])
-    return message.replace(**values)
+    return message.with_values(**values)
 
 
 def gpu_choices(studio: Studio) -> list[tuple[str, int]]:
@@ -187,7 +187,11 @@ def _frame(rows: list[dict], **types) -> pd.DataFrame:
 def compare_losses(studio: Studio, run_ids: list[str]) -> pd.DataFrame:
     rows = []
     for run_id in run_ids or []:
-        for m in find_run(studio.workspace, run_id).metrics():
+        try:
+            metrics = find_run(studio.workspace, run_id).metrics()
+        except FileNotFoundError:  # deleted since it was picked
+            continue
+        for m in metrics:
             if "loss" in m:
                 rows.append({"step": m["step"], "loss": m["loss"], "run": run_id})
     return _frame(rows, step=int, loss=float, run=str)
@@ -305,7 +309,7 @@ def build(studio: Studio, labels: Labels):
             settings = dict(zip(FIELDS, values))
             save_user_preset(studio.workspace.root / "presets", name, name, N_("My own settings."), settings)
         except ConfigError as e:
-            return f"❌ {t.message(e)}", gr.update()
+            return f"❌ {t.message(with_labels(text_of(e), t))}", gr.update()
         presets.update(load_presets(studio.workspace.root / "presets"))
         return t("Saved preset '{name}'.", name=name), gr.update(choices=preset_choices(presets, t))
 
@@ -316,7 +320,7 @@ def build(studio: Studio, labels: Labels):
         t = translator(request)
         if not form[dataset]:
             return t("❌ Choose a dataset first (save one in the Dataset tab)."), gr.update()
-        if form[dataset] not in dataset_choices(studio) and not Path(form[dataset]).is_file():
+        if form[dataset] not in dataset_choices(studio) and not Path(form[dataset]).expanduser().exists():
             return t("❌ There is no dataset called '{name}'. Choose one from the list, or save it in the Dataset "
                      "tab first.", name=form[dataset]), gr.update()
         try:
@@ -327,6 +331,9 @@ def build(studio: Studio, labels: Labels):
             run = studio.queue.submit(config, owner=studio.user(request), name=form[run_name])
         except ValueError as e:  # a setting out of range, a model that cannot be had, a GPU not for this studio
             return f"❌ {t.message(with_labels(text_of(e), t))}", gr.update()
+        except OSError as e:  # preparing the model: a full disk, a folder it may not write
+            return t("❌ The model could not be prepared ({error}). Check the free disk space, or ask the "
+                     "administrator.", error=str(e)), gr.update()
         waiting = len(studio.queue.queue()) - 1
         message = t("Run **{run}** starts now.", run=run.id) if waiting <= 0 else \
             t("Run **{run}** is number {place} in the queue.", run=run.id, place=waiting + 1)
@@ -337,7 +344,10 @@ def build(studio: Studio, labels: Labels):
     def current_run(run_id):
         """The run to show: the chosen one, else the newest active one, so a reload shows the live run."""
         if run_id:
-            return find_run(studio.workspace, run_id)
+            try:
+                return find_run(studio.workspace, run_id)
+            except FileNotFoundError:
+                pass  # deleted meanwhile (perhaps by someone else): show the newest instead
         runs = list_runs(studio.workspace)
         active = [r for r in runs if r.state in ("running", "queued")]
         return (active or runs or [None])[0]
@@ -376,8 +386,21 @@ def build(studio: Studio, labels: Labels):
                notice)
     resume.click(act(studio.queue.resume, N_("{run} is queued to resume from its last checkpoint.")), run_pick,
                  notice)
-    delete.click(act(studio.queue.delete, N_("Deleted {run} and everything it saved.")), run_pick, notice).then(
-        lambda: (gr.update(choices=run_choices(studio), value=None),) * 2, None, [run_pick, compare_pick])
+
+    def on_delete(run_id, compare_ids, request: gr.Request):
+        """Only the run picked by name: never the newest one the page falls back to showing."""
+        t = translator(request)
+        if not run_id:
+            return t("Pick the run to delete under 'Watch run' first."), gr.update(), gr.update()
+        try:
+            studio.queue.delete(run_id, studio.user(request), studio.is_admin(request))
+        except (PermissionError, ValueError, FileNotFoundError) as e:
+            return f"❌ {t.message(e)}", gr.update(), gr.update()
+        choices = run_choices(studio)
+        return (t("Deleted {run} and everything it saved.", run=run_id), gr.update(choices=choices, value=None),
+                gr.update(choices=choices, value=[i for i in compare_ids or [] if i != run_id]))
+
+    delete.click(on_delete, [run_pick, compare_pick], [notice, run_pick, compare_pick])
 
     def on_focus():
         """Refresh the pickers whenever the tab is opened: other tabs and other people add to them."""
