@@ -96,3 +96,27 @@ def test_the_train_tab_puts_the_chosen_gpus_and_fsdp_in_run_yaml():
     config = build_config("d", None, "chatbot", values, gpus=[0, 1], fsdp=True)
     assert config.gpus == [0, 1] and config.fsdp and config.model == "embedded"
     assert build_config("d", None, "chatbot", values).gpus == []  # none ticked: any one free GPU
+
+
+def test_auto_checkpointing_reads_the_fullest_of_the_runs_gpus(monkeypatch):
+    """Every process of a run reads the same GPUs (NVML, no CUDA context on GPU 0), so all decide alike."""
+    from studio.training import memory
+
+    gpus = [{"index": 0, "free_gb": 70.0}, {"index": 1, "free_gb": 30.0}, {"index": 2, "free_gb": 50.0}]
+    monkeypatch.setattr("studio.gpu.list_gpus", lambda: gpus)
+    monkeypatch.setenv("CUDA_VISIBLE_DEVICES", "0,2")
+    assert memory._least_free_on_run_gpus() == 50 * 2**30
+    monkeypatch.delenv("CUDA_VISIBLE_DEVICES")
+    assert memory._least_free_on_run_gpus() == 30 * 2**30
+
+
+def test_a_failure_in_another_gpus_process_is_written_to_the_run(workspace, embedded_model_dir, monkeypatch):
+    """The launcher ends the main process when another fails, so the failing one records why."""
+    from studio.runs import create_run
+    from studio.training.trainer import train_run
+
+    run = create_run(workspace, TrainConfig(model=str(embedded_model_dir), dataset="no-such-dataset"))
+    run.set_status(state="running")
+    monkeypatch.setenv("RANK", "1")
+    assert train_run(run, workspace) == "failed"
+    assert run.state == "failed" and "no-such-dataset" in run.status()["message"]

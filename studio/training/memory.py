@@ -120,12 +120,30 @@ def choose_checkpointing(model_path: str, config: TrainConfig, tokens: int) -> b
     if config.gradient_checkpointing != "auto":
         return config.gradient_checkpointing == "on"
     if torch.cuda.is_available():
-        free = torch.cuda.mem_get_info()[0]
+        free = _least_free_on_run_gpus()
     else:
         free = os.sysconf("SC_AVPHYS_PAGES") * os.sysconf("SC_PAGE_SIZE")
     shape = model_shape(AutoConfig.from_pretrained(model_path, trust_remote_code=allow_remote_code()))
     fused = torch.cuda.is_available() and liger_installed()
     return estimate(shape, config, free / _GB, tokens, fused_loss=fused).checkpointing
+
+
+def _least_free_on_run_gpus() -> int:
+    """Bytes free on the run's fullest GPU. Read through NVML: asking torch before the process has chosen
+    its GPU would open a CUDA context on GPU 0 in every process of a multi-GPU run; and every process reads
+    the same GPUs, so all of them decide alike (FSDP hangs when they recompute differently)."""
+    import os
+
+    import torch
+
+    from ..gpu import list_gpus
+
+    visible = os.environ.get("CUDA_VISIBLE_DEVICES")  # the queue names the run's GPUs here, in NVML's order
+    gpus = list_gpus()
+    mine = [g for g in gpus if visible is None or str(g["index"]) in visible.split(",")]
+    if not mine:  # NVML missing, or GPUs named by UUID: this process's own GPU
+        return torch.cuda.mem_get_info(int(os.environ.get("LOCAL_RANK", "0")))[0]
+    return int(min(g["free_gb"] for g in mine) * _GB)
 
 
 def liger_installed() -> bool:

@@ -53,9 +53,14 @@ def train_run(run: Run, workspace: Workspace) -> str:
     finally:
         if main:
             draw_curves(run)
-    if main:
+    if main or state == "failed":
         print(message, flush=True)
+    if main:
         run.set_status(state=state, message=message, ended=time.time(), pid=None)
+    elif state == "failed" and run.state == "running":
+        # Another GPU's process failed (out of memory on the longest rows, say): the launcher then ends the
+        # main one before it can write anything, so this process says why, once.
+        run.set_status(state="failed", message=message, ended=time.time(), pid=None)
     return state
 
 
