@@ -4,6 +4,7 @@ import os
 import shutil
 import subprocess
 import sys
+import weakref
 import zipfile
 from collections import namedtuple
 from pathlib import Path
@@ -315,13 +316,22 @@ def test_a_failed_merge_check_is_not_zipped_nor_offered(exported, trained_run, e
 def test_running_out_of_gpu_memory_says_what_to_do(trained_run, export_workspace, tmp_path, monkeypatch):
     import studio.export.merge as merge
 
+    class HalfBuiltModel:
+        pass
+
+    built, alive_when_freed = [], []
+
     def out_of_memory(*_args):
+        model = HalfBuiltModel()  # what the failed merge had loaded, held by this frame
+        built.append(weakref.ref(model))
         raise torch.OutOfMemoryError("CUDA out of memory. Tried to allocate 2.00 GiB")
 
     monkeypatch.setattr(merge, "_merge_into", out_of_memory)
+    monkeypatch.setattr(merge, "free_memory", lambda: alive_when_freed.append(built[0]() is not None))
     with pytest.raises(ExportError, match="not enough GPU memory") as refused:
         merge_run(trained_run, tmp_path / "merged", workspace=export_workspace, make_zip=False)
     assert "Wait until the training jobs and chats are done" in str(refused.value)
+    assert alive_when_freed[-1] is False  # the memory is handed back once the model is really gone
     assert not (tmp_path / "merged").exists()
 
 

@@ -8,6 +8,7 @@ from __future__ import annotations
 import errno
 import shutil
 import time
+import traceback
 import uuid
 from contextlib import contextmanager
 from dataclasses import dataclass
@@ -104,7 +105,8 @@ def _plain_failures(where: Path, needed: int, what: str):
 
     try:
         yield
-    except torch.OutOfMemoryError:
+    except torch.OutOfMemoryError as e:
+        traceback.clear_frames(e.__traceback__)  # the failed merge's frames still hold the half-loaded model
         free_memory()
         raise ExportError(Message("There was not enough GPU memory to merge this model in 16-bit. Wait until the "
                                   "training jobs and chats are done, then export again, or ask the administrator "
