@@ -106,6 +106,9 @@ class TrainConfig:
             errors.append(Message("model: choose a base model"))
         if not self.target_modules:
             errors.append(Message("target_modules: name at least one layer, or 'auto'"))
+        if self.fsdp and self.quantization == "8bit":  # FSDP shards 4-bit (FSDP-QLoRA) or 16-bit weights only
+            errors.append(Message("fsdp: sharding works with quantization 4bit or none; choose one of them, or "
+                                  "turn sharding off"))
         if errors:
             raise ConfigError(Message.joined("; ", errors))
         return self

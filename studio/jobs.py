@@ -204,6 +204,9 @@ class JobQueue:
             raise ValueError(Message("GPU {missing} is not available to this studio (it may use GPU {allowed}). Choose "
                                      "other GPUs in the Train tab.", missing=", ".join(missing),
                                      allowed=", ".join(self.devices)))
+        if config.fsdp and len(wanted) < 2 and self.devices != [""]:
+            raise ValueError(Message("Sharding a model (FSDP) needs two or more GPUs. Tick them in the Train tab, or "
+                                     "turn sharding off."))
         return wanted
 
     def _start(self, run: Run, devices: list[str]) -> None:

@@ -50,6 +50,10 @@ def test_a_run_takes_the_gpus_it_names_and_later_runs_wait_their_turn(workspace,
         anyone = queue.submit(TrainConfig(dataset="d"), owner="bo")
         with pytest.raises(ValueError, match="GPU 5 is not available to this studio"):
             queue.submit(TrainConfig(dataset="d", gpus=[5]), owner="bo")
+        with pytest.raises(ValueError, match="needs two or more GPUs"):
+            queue.submit(TrainConfig(dataset="d", gpus=[1], fsdp=True), owner="bo")
+        with pytest.raises(ValueError, match="sharding works with quantization 4bit or none"):
+            TrainConfig(dataset="d", gpus=[0, 1], fsdp=True, quantization="8bit").validate()
         time.sleep(0.3)
         assert anyone.state == "queued"  # both GPUs are taken
         queue.stop(both.id, user="ana")
