@@ -52,7 +52,8 @@ def main(argv=None) -> None:
 
     workspace = Workspace.at(args.workspace)
     resolve_model("embedded", workspace)  # converts the embedded default model on the first start
-    devices = None if args.gpus is None else ([""] if args.gpus == "none" else args.gpus.split(","))
+    devices = None if args.gpus is None else \
+        ([""] if args.gpus == "none" else [g.strip() for g in args.gpus.split(",") if g.strip()])
     queue = JobQueue(workspace, devices=devices)
     studio = Studio(workspace, queue, admins=set(args.admin), max_upload_mb=args.max_upload_mb)
     build_app(studio).launch(**launch_options(args, workspace))

@@ -58,7 +58,8 @@ def train_command(workspace: Workspace, run: Run, gpu_count: int = 1) -> list[st
     if gpu_count <= 1:
         return [sys.executable, *studio]
     return [sys.executable, "-m", "accelerate.commands.launch", "--num_processes", str(gpu_count),
-            "--multi_gpu", "--num_machines", "1", "--dynamo_backend", "no", "--main_process_port", str(free_port()), *studio]
+            "--multi_gpu", "--num_machines", "1", "--dynamo_backend", "no", "--main_process_port", str(free_port()),
+            *studio]
 
 
 class JobQueue:
@@ -173,7 +174,8 @@ class JobQueue:
     def _dispatch(self) -> None:
         while not self._closing:
             with self._wake:
-                waiting = [r for r in list_runs(self.workspace) if r.state == "queued" and r.id not in self._busy.values()]
+                busy = set(self._busy.values())
+                waiting = [r for r in list_runs(self.workspace) if r.state == "queued" and r.id not in busy]
                 for run in sorted(waiting, key=lambda r: r.status().get("queued_at", 0)):
                     try:
                         devices = self._devices_for(run)

@@ -51,11 +51,7 @@ def save_dataset(workspace: Workspace, name: str, source_path: str | Path, repor
     # Built in a hidden folder beside the target, then renamed into place: never seen half written.
     staging = Path(tempfile.mkdtemp(dir=workspace.datasets, prefix=f".{folder}.", suffix=".partial"))
     try:
-        try:
-            shutil.copyfile(source, staging / f"original{suffix}")
-        except OSError as e:
-            raise DatasetError(Message("{file} cannot be copied into the workspace ({error}).", file=source.name,
-                                       error=e.strerror)) from None
+        shutil.copyfile(source, staging / f"original{suffix}")
         with open(staging / RECORDS, "w", encoding="utf-8") as f:
             for record in report.records:
                 f.write(json.dumps(record, ensure_ascii=False) + "\n")

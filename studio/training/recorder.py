@@ -33,11 +33,14 @@ class RunRecorder(TrainerCallback):
         if not state.is_world_process_zero:
             return
         self._drop_metrics_after(state.global_step)
-        # Whether training really runs in train mode with checkpointing on, for the log and the tests.
+        # Whether training really runs in train mode with checkpointing on, for the log and the tests. Under
+        # FSDP its own wrapper recomputes, which the model does not know about.
+        fsdp_recomputes = bool((args.fsdp_config or {}).get("activation_checkpointing")) if args.fsdp else False
         append_jsonl(self.run.path / "metrics.jsonl", {
             "event": "start", "step": state.global_step, "max_steps": state.max_steps, "time": time.time(),
             "train_mode": bool(model.training) if model is not None else None,
-            "gradient_checkpointing": bool(getattr(model, "is_activation_checkpointing", False)) if model is not None else None,
+            "gradient_checkpointing": fsdp_recomputes or bool(getattr(model, "is_activation_checkpointing", False))
+            if model is not None else None,
         })
 
     def on_step_begin(self, args, state, control, model=None, **kwargs):

@@ -8,8 +8,8 @@ from pathlib import Path
 import gradio as gr
 import pandas as pd
 
-from ..config import (CHECKPOINTING, ConfigError, TrainConfig, config_from_preset, load_presets, save_user_preset,
-                      suggest_for_size)
+from ..config import (CHECKPOINTING, OPTIMIZERS, QUANTIZATIONS, ConfigError, TrainConfig, config_from_preset,
+                      load_presets, save_user_preset, suggest_for_size)
 from ..gpu import list_gpus
 from ..messages import Message, text_of
 from ..models import EMBEDDED_LABEL, EMBEDDED_NAME, ModelNotFound, list_local_models, resolve_model
@@ -57,11 +57,11 @@ def run_choices(studio: Studio) -> list[tuple[str, str]]:
 def _component_for(field: str, value):
     label = dict(ADVANCED)[field]
     if field == "quantization":
-        return gr.Radio(["4bit", "8bit", "none"], value=value, label=label)
+        return gr.Radio(list(QUANTIZATIONS), value=value, label=label)
     if field == "gradient_checkpointing":  # auto: only when the activations would not fit
         return gr.Radio(list(CHECKPOINTING), value=value, label=label)
     if field == "optimizer":
-        return gr.Dropdown(["adamw_torch", "paged_adamw_8bit", "adamw_8bit"], value=value, label=label)
+        return gr.Dropdown(list(OPTIMIZERS), value=value, label=label)
     if isinstance(value, bool):
         return gr.Checkbox(value=value, label=label)
     if isinstance(value, list):
