@@ -18,7 +18,7 @@ import time
 from .config import TrainConfig
 from .gpu import MemorySampler, list_gpus
 from .messages import Message, text_of
-from .runs import Run, create_run, find_run, list_runs
+from .runs import Run, create_run, find_run, list_runs, state_word
 from .workspace import Workspace
 
 
@@ -94,7 +94,7 @@ class JobQueue:
         self._check_owner(run, user, admin)
         if run.state not in ("interrupted", "stopped", "failed"):
             raise ValueError(Message("Run {run} is {state}; only an interrupted, stopped or failed run can be resumed.",
-                                     run=run_id, state=run.state))
+                                     run=run_id, state=state_word(run.state)))
         run.stop_path.unlink(missing_ok=True)
         run.set_status(state="queued", queued_at=time.time(),
                        message=Message("Waiting to resume from its last checkpoint."))
@@ -107,7 +107,7 @@ class JobQueue:
         self._check_owner(run, user, admin)
         if run.state not in ("queued", "running"):
             raise ValueError(Message("Run {run} is {state}; there is nothing to stop.", run=run.id,
-                                     state=run.state))
+                                     state=state_word(run.state)))
         with self._wake:
             if run.state == "queued" and run.id not in self._busy.values():
                 run.set_status(state="stopped", message=Message("Removed from the queue before it started."))
@@ -121,7 +121,8 @@ class JobQueue:
         run = find_run(self.workspace, run_id)
         self._check_owner(run, user, admin)
         if run.state in ("queued", "running"):
-            raise ValueError(Message("Run {run} is {state}; stop it before deleting it.", run=run_id, state=run.state))
+            raise ValueError(Message("Run {run} is {state}; stop it before deleting it.", run=run_id,
+                                     state=state_word(run.state)))
         shutil.rmtree(run.path)
 
     def queue(self) -> list[Run]:

@@ -23,6 +23,15 @@ from .workspace import Workspace, read_json, read_jsonl, safe_name, write_json
 ACTIVE = ("queued", "running")
 
 
+# A run's state as a word in a sentence for people: a Message, so the page shows it in the visitor's language.
+_STATE_WORDS = {"queued": Message("queued"), "running": Message("running"), "completed": Message("completed"),
+                "failed": Message("failed"), "stopped": Message("stopped"), "interrupted": Message("interrupted")}
+
+
+def state_word(state: str) -> Message | str:
+    return _STATE_WORDS.get(state, state)
+
+
 class Run:
     def __init__(self, path: Path):
         self.path = Path(path)

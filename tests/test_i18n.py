@@ -238,3 +238,18 @@ def test_the_language_switch_in_the_browser(studio_app, page):
     expect(page.locator("#export-merge")).to_have_text("合并并检查")
     page.locator("#export-adapter").click()
     expect(page.locator("#export-result")).to_have_text("❌ 请先选择一个已完成的训练任务。")
+
+
+def test_a_run_state_inside_a_sentence_is_translated_too(workspace):
+    from studio.config import TrainConfig
+    from studio.jobs import JobQueue
+    from studio.runs import create_run
+
+    queue = JobQueue(workspace, devices=[""], poll=0.05)
+    run = create_run(workspace, TrainConfig(dataset="d"), state="running")  # as the command line starts one
+    try:
+        with pytest.raises(ValueError) as refused:
+            queue.delete(run.id, user="local", admin=True)
+    finally:
+        queue.close()
+    assert "训练中" in Translator("zh-Hans").message(refused.value.args[0])

@@ -7,7 +7,7 @@ from pathlib import Path
 
 from ..messages import Message
 from ..models import allow_remote_code, parameter_count
-from ..runs import ACTIVE, Run
+from ..runs import ACTIVE, Run, state_word
 
 # Written into every merged folder; a folder holding it may be replaced by a newer export of the same kind.
 MARKER = "studio-export.json"
@@ -30,7 +30,7 @@ def require_adapter(run: Run) -> None:
     """A run may be exported once it has stopped and left an adapter (a failed or stopped run may have one)."""
     if run.status().get("state") in ACTIVE:
         raise ExportError(Message("Run {run} is still {state}. Wait until it finishes (or stop it), then export.",
-                                  run=run.id, state=run.status()["state"]))
+                                  run=run.id, state=state_word(run.status()["state"])))
     if not run.has_adapter():
         raise ExportError(Message("Run {run} has no adapter yet (nothing in {folder}). Train it to the end, or until "
                                   "it saves its first adapter, then export.", run=run.id, folder=str(run.adapter_dir)))
