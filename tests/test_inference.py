@@ -427,6 +427,7 @@ def zipped(folder: Path, zip_path: Path, only: tuple[str, ...] = ()) -> Path:
 
 def test_an_uploaded_adapter_is_checked_and_kept_apart(workspace, adapters, tmp_path):
     from studio.inference import read_adapter
+    from studio.models import EMBEDDED_LABEL
     from studio.ui.chat_tab import adapter_folder, base_model_of, store_upload
     from studio.ui.context import Studio
 
@@ -437,7 +438,14 @@ def test_an_uploaded_adapter_is_checked_and_kept_apart(workspace, adapters, tmp_
     assert "ready to chat with" in first_message and "ready to chat with" in second_message
     assert first != second and adapter_folder(studio, first) != adapter_folder(studio, second)
     assert read_adapter(adapter_folder(studio, first)).name and read_adapter(adapter_folder(studio, second)).name
-    assert base_model_of(studio, first) == read_adapter(adapters[0]).base_model != ""
+    assert read_adapter(adapters[0]).base_model.endswith("SmolLM2-135M-Instruct")
+    assert base_model_of(studio, first) == EMBEDDED_LABEL  # the embedded model, wherever it was trained
+    bases = [("someone/other-model", "someone/other-model"), (str(tmp_path), str(tmp_path)),
+             ("/home/someone/models/Other-7B", None)]  # the last: a folder on the machine it was trained on
+    for i, (named, shown) in enumerate(bases):
+        elsewhere = zipped(edited_copy(adapters[0], tmp_path / f"base{i}", base_model_name_or_path=named),
+                           tmp_path / f"base{i}.zip")
+        assert base_model_of(studio, store_upload(studio, str(elsewhere))[1]) == shown
 
     uploads = sorted(p.name for p in (workspace.models / "uploaded-adapters").iterdir())
     message, choice = store_upload(studio, str(zipped(adapters[0], tmp_path / "config-only.zip",

@@ -10,7 +10,7 @@ from pathlib import Path
 import gradio as gr
 
 from ..inference.adapters import AdapterError, read_adapter
-from ..models import EMBEDDED_LABEL, ModelNotFound, resolve_model
+from ..models import EMBEDDED_LABEL, EMBEDDED_NAME, ModelNotFound, resolve_model
 from ..runs import find_run, list_runs
 from ..workspace import safe_name
 from .context import Studio
@@ -49,11 +49,24 @@ def base_model_of(studio: Studio, choice: str | None) -> str | None:
         return None
     if choice.startswith(UPLOADED):
         try:
-            return read_adapter(adapter_folder(studio, choice)).base_model or None
+            return _loadable_here(read_adapter(adapter_folder(studio, choice)).base_model)
         except (AdapterError, ValueError, OSError):
             return None
     spec = find_run(studio.workspace, choice).config.model
     return EMBEDDED_LABEL if spec == "embedded" else spec
+
+
+def _loadable_here(base: str) -> str | None:
+    """The base an uploaded adapter names, as this machine can load it: the embedded model by its name, a folder
+    that exists here, or a hub id; None for a folder on the machine it was trained on (the picker keeps its
+    choice rather than offer a path that cannot work)."""
+    if not base:
+        return None
+    if Path(base).name == EMBEDDED_NAME:
+        return EMBEDDED_LABEL
+    if Path(base).expanduser().is_dir() or (base.count("/") == 1 and not base.startswith(("/", ".", "~"))):
+        return base
+    return None
 
 
 def store_upload(studio: Studio, path: str | None, t: Translator = english) -> tuple[str, str | None]:
