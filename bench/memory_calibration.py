@@ -8,6 +8,7 @@ Writes bench/results/memory_calibration.json.
 from __future__ import annotations
 
 import argparse
+import gc
 import json
 import sys
 import tempfile
@@ -16,7 +17,7 @@ from pathlib import Path
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 
-from train_throughput import SHAPES, make_model_dir, run_studio, sequences  # noqa: E402
+from train_throughput import SHAPES, TARGETS, make_model_dir, run_studio, sequences  # noqa: E402
 
 
 def main() -> None:
@@ -30,31 +31,40 @@ def main() -> None:
     parser.add_argument("--shape", action="append", choices=SHAPES)
     parser.add_argument("--length", type=int, default=1024)
     parser.add_argument("--batches", default="1,4", help="batch sizes to measure, each of --length tokens a row")
+    parser.add_argument("--checkpointing", default="on,off", help="which settings to measure each batch with")
     parser.add_argument("--models", default=tempfile.gettempdir())
     parser.add_argument("--out", default=str(Path(__file__).parent / "results" / "memory_calibration.json"))
     args = parser.parse_args()
 
     cases = []
+    result = {"gpu": torch.cuda.get_device_name() if torch.cuda.is_available() else "cpu",
+              "torch": torch.__version__, "cases": cases}
     for shape in args.shape or ["llama2-7b"]:
         model_dir = make_model_dir(shape, Path(args.models))
         dims = model_shape(AutoConfig.from_pretrained(model_dir))
-        for batch in (int(b) for b in args.batches.split(",")):
-            for checkpointing in ("on", "off"):
+        for checkpointing in args.checkpointing.split(","):
+            for batch in (int(b) for b in args.batches.split(",")):
                 run = argparse.Namespace(rank=16, batch=batch, max_length=args.length, steps=3, warmup=1, seed=0)
                 data = sequences([args.length] * batch * run.steps, SHAPES[shape]["vocab_size"], 0)
-                measured = run_studio(model_dir, data, run, gradient_checkpointing=checkpointing)
                 config = TrainConfig(dataset="d", batch_size=batch, max_length=args.length, lora_r=16,
-                                     target_modules=measured["targets"], gradient_checkpointing=checkpointing)
+                                     target_modules=TARGETS, gradient_checkpointing=checkpointing)
                 guess = estimate(dims, config, tokens=batch * args.length)
-                cases.append({"shape": shape, "tokens": batch * args.length, "checkpointing": checkpointing,
-                              "measured_peak_gb": measured["peak_gb"], "estimated_gb": guess.total_gb,
-                              "estimated_weights_gb": guess.weights_gb,
-                              "estimated_activations_gb": guess.activations_gb})
-                print(json.dumps(cases[-1]), flush=True)
-    result = {"gpu": torch.cuda.get_device_name() if torch.cuda.is_available() else "cpu",
-              "torch": torch.__version__, "cases": cases}
-    Path(args.out).parent.mkdir(parents=True, exist_ok=True)
-    Path(args.out).write_text(json.dumps(result, indent=2) + "\n")
+                case = {"shape": shape, "tokens": batch * args.length, "checkpointing": checkpointing,
+                        "estimated_gb": guess.total_gb, "estimated_weights_gb": guess.weights_gb,
+                        "estimated_activations_gb": guess.activations_gb}
+                try:
+                    case["measured_peak_gb"] = run_studio(model_dir, data, run,
+                                                          gradient_checkpointing=checkpointing)["peak_gb"]
+                except torch.OutOfMemoryError:
+                    case["measured_peak_gb"] = None  # larger batches of this setting will not fit either
+                cases.append(case)
+                print(json.dumps(case), flush=True)
+                Path(args.out).parent.mkdir(parents=True, exist_ok=True)
+                Path(args.out).write_text(json.dumps(result, indent=2) + "\n")  # kept if the machine is taken back
+                if case["measured_peak_gb"] is None:
+                    gc.collect()
+                    torch.cuda.empty_cache()
+                    break
 
 
 if __name__ == "__main__":

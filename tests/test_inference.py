@@ -222,6 +222,44 @@ def test_a_full_pool_swaps_a_new_adapter_into_the_layers_of_an_idle_one(model_pa
     assert other.slot != first.slot and list(base.model.peft_config) == [other.slot]
 
 
+def test_an_adapter_with_the_layers_of_an_attached_one_is_added_without_peft_walking_the_model(
+        model_path, adapters, reference, tokenizer, tmp_path, monkeypatch):
+    """A free place, and an attached adapter already has LoRA layers in exactly the new one's modules: the new
+    adapter goes into those layers directly (its own alpha; dropout off in chat) instead of through peft's
+    load_adapter. One aimed at other modules still goes through peft."""
+    from peft import LoraConfig, PeftModel, get_peft_model
+
+    from studio.models import load_base_model
+
+    louder = edited_copy(adapters[1], tmp_path / "louder", lora_alpha=64, lora_dropout=0.3)
+    plain = PeftModel.from_pretrained(load_base_model(model_path, "none"), louder)
+    louder_reference = plain_answer(plain.eval(), tokenizer, [{"role": "user", "content": PROMPT}])
+    assert louder_reference != reference[adapters[1]]
+    peft_loads = []
+    real_load = PeftModel.load_adapter
+    monkeypatch.setattr(PeftModel, "load_adapter", lambda self, path, *args, **kwargs:
+                        peft_loads.append(str(path)) or real_load(self, path, *args, **kwargs))
+    pool = ModelPool(max_adapters=4)
+    assert answer(pool, model_path, adapters[0]).text == reference[adapters[0]]
+    assert answer(pool, model_path, adapters[1]).text == reference[adapters[1]]
+    louder_answer = answer(pool, model_path, louder).text
+    assert louder_answer == louder_reference
+    assert peft_loads == [adapters[0]]  # the first in PeftModel.from_pretrained; the others beside it
+
+    query_only = tmp_path / "query-only"
+    get_peft_model(load_base_model(model_path, "none"), LoraConfig(r=8, target_modules=["q_proj"])) \
+        .save_pretrained(query_only)
+    answer(pool, model_path, str(query_only))
+    assert peft_loads == [adapters[0], str(query_only)]
+    base = pool.base(model_path, "none")
+    assert set(base.model.peft_config) == {info.slot for info in base.adapters()}
+    # The adapters added beside the first leave like any other when evicted.
+    answer(pool, model_path, str(shutil.copytree(adapters[0], tmp_path / "fifth")))
+    assert [info.path for info in base.adapters()][0] == Path(adapters[1])
+    assert set(base.model.peft_config) == {info.slot for info in base.adapters()}
+    assert answer(pool, model_path, louder).text == louder_answer
+
+
 def test_an_adapter_loaded_again_never_takes_over_layers_that_hold_another(model_path, adapters, reference,
                                                                             tmp_path):
     """The first adapter is swapped out of its layers, which then hold a third one; loaded again while no place

@@ -58,6 +58,7 @@ class PooledBase:
         self.lock = ReadWriteLock()  # read: generating; write: attaching or removing adapters
         self.closed = False
         self._peft = None  # the PeftModel around self.model, once an adapter is attached
+        self._lora_layers: dict = {}  # the model's LoRA layers by module name, as of peft's last walk
         # Names for new LoRA layers, never an adapter's own name: after a swap, layers named after one adapter
         # would hold another's weights. Of one length, so that no name is part of another (peft matches
         # an adapter's tensors by substring).
@@ -164,6 +165,7 @@ class PooledBase:
     def _attach(self, source: AdapterSource) -> str:
         """Load the adapter into new LoRA layers and return their slot (the caller holds the write lock)."""
         from peft import PeftModel
+        from peft.tuners.lora import LoraLayer
 
         first, slot = self._peft is None, next(self._slot_names)
         # peft makes the new layers empty and takes the file's tensors as they are, instead of initialising
@@ -172,6 +174,8 @@ class PooledBase:
             if first:
                 self._peft = PeftModel.from_pretrained(self.model, str(source.path), adapter_name=slot,
                                                        low_cpu_mem_usage=True)
+            elif self._add_beside(source, slot):
+                return slot
             else:
                 self._peft.load_adapter(str(source.path), adapter_name=slot, low_cpu_mem_usage=True)
             if any(weight.is_meta for name, weight in self._peft.named_parameters() if f".{slot}." in name):
@@ -186,7 +190,48 @@ class PooledBase:
                                        path=str(source.path), model=self.label, reason=reason)) from None
         self.model.eval()
         routing.install(self.model)
+        self._lora_layers = {name: module for name, module in self._peft.named_modules()
+                             if isinstance(module, LoraLayer)}
         return slot
+
+    def _add_beside(self, source: AdapterSource, slot: str) -> bool:
+        """Add the adapter to the LoRA layers that an attached adapter with the same targets already has, through
+        each layer's own update_layer. peft's load_adapter walks every module of the model and of every
+        attached adapter to find those layers; this visits only them (bench/chat_latency.py). False, with
+        nothing changed, when no attached adapter has exactly these layers or the adapter is more than plain
+        LoRA weights: then peft loads it. The caller holds the write lock."""
+        import torch
+        from peft import LoraConfig
+        from peft.utils import load_peft_weights
+
+        config = LoraConfig.from_pretrained(str(source.path))
+        # The file's weights replace any initialisation; chat never trains, so no dropout (peft's own load
+        # turns it off by putting the model in eval mode, which would walk it again).
+        config.inference_mode, config.init_lora_weights, config.lora_dropout = True, False, 0.0
+        weights = _plain_lora_weights(load_peft_weights(str(source.path), device="cpu"))
+        if weights is None or config.rank_pattern or config.alpha_pattern:
+            return False
+        layers = [self._lora_layers.get(name) for name in weights]
+        if None in layers or any(a.shape[0] != config.r for a, _b in weights.values()):
+            return False
+        if layers[0].resolve_lora_variant(config=config) is not None:
+            return False
+        neighbour = next((held for held, held_config in self._peft.peft_config.items()
+                          if _targets(held_config) == _targets(config) and self._layers_of(held) == set(weights)), None)
+        if neighbour is None:
+            return False
+        self._peft.peft_config[slot] = config  # first, so that delete_adapter can undo a half-done add
+        with torch.device("meta"):  # empty layers: the file's tensors take their place below
+            for layer in layers:
+                layer.update_layer(slot, config.r, config.lora_alpha, config)
+        for layer, (a, b) in zip(layers, weights.values()):
+            like = layer.lora_A[neighbour].weight  # peft's device and dtype for this layer's adapters
+            layer.lora_A[slot].weight = torch.nn.Parameter(a.to(like.device, like.dtype), requires_grad=False)
+            layer.lora_B[slot].weight = torch.nn.Parameter(b.to(like.device, like.dtype), requires_grad=False)
+        return True
+
+    def _layers_of(self, slot: str) -> set[str]:
+        return {name for name, layer in self._lora_layers.items() if slot in layer.lora_A}
 
     def close(self) -> None:
         """Unload, once the generations running on this model have ended."""
@@ -196,6 +241,7 @@ class PooledBase:
     def _release(self) -> None:
         self.closed = True
         self.model = self._peft = None
+        self._lora_layers = {}
         with self._book:
             self._adapters.clear()
 
@@ -285,11 +331,33 @@ class ModelPool:
                            "more models loaded.")
 
 
+def _targets(config) -> tuple:
+    """What decides which layers an adapter's config gives LoRA layers."""
+    return (_as_set(config.target_modules), _as_set(config.exclude_modules), config.layers_to_transform,
+            config.layers_pattern)
+
+
 def _layout(config) -> tuple:
     """What decides the shapes of an adapter's LoRA layers."""
-    targets = config.target_modules
-    return (set(targets) if isinstance(targets, (list, set, tuple)) else targets, config.r, config.rank_pattern,
-            config.lora_bias)
+    return (*_targets(config), config.r, config.rank_pattern, config.lora_bias)
+
+
+def _as_set(names):
+    return set(names) if isinstance(names, (list, set, tuple)) else names  # a list, or a regex or "all-linear"
+
+
+def _plain_lora_weights(weights: dict) -> dict | None:
+    """{module name in the PeftModel: (lora_A, lora_B)} when the saved tensors are plain LoRA matrices and
+    nothing else; None otherwise."""
+    pairs: dict[str, dict] = {}
+    for key, tensor in weights.items():
+        module, _dot, kind = key.rpartition(".lora_")
+        if kind not in ("A.weight", "B.weight"):
+            return None
+        pairs.setdefault(module, {})[kind[0]] = tensor
+    if any(len(pair) != 2 for pair in pairs.values()):
+        return None
+    return {module: (pair["A"], pair["B"]) for module, pair in pairs.items()}
 
 
 def choose_quantization(model_path: str, requested: str = "auto") -> str:
