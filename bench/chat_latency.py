@@ -3,7 +3,8 @@
     swap_cached_ms          time until an answer can start with another adapter that is already attached
                             (median): with per-row routing nothing in the model changes, so this is the pool's
                             bookkeeping and locks
-    first_load_ms           attaching an adapter the first time: checking it fits, reading it, peft's load (median)
+    first_load_ms           attaching an adapter the first time: checking it fits, reading it, putting it into the
+                            model (median of first_loads_ms: the first adapter on the base, then more beside it)
     first_load_full_pool_ms the same when every adapter place of the base is taken: the new adapter's weights
                             are copied into the least recently used adapter's layers (median)
     side_by_side_mem_ratio  memory while answering base + adapter side by side in one batch, over memory while

@@ -222,11 +222,12 @@ def test_a_full_pool_swaps_a_new_adapter_into_the_layers_of_an_idle_one(model_pa
     assert other.slot != first.slot and list(base.model.peft_config) == [other.slot]
 
 
-def test_an_adapter_with_the_layers_of_an_attached_one_is_added_without_peft_walking_the_model(
-        model_path, adapters, reference, tokenizer, tmp_path, monkeypatch):
-    """A free place, and an attached adapter already has LoRA layers in exactly the new one's modules: the new
-    adapter goes into those layers directly (its own alpha; dropout off in chat) instead of through peft's
-    load_adapter. One aimed at other modules still goes through peft."""
+def test_plain_lora_adapters_are_loaded_without_peft_walking_the_model(model_path, adapters, reference, tokenizer,
+                                                                       tmp_path, monkeypatch):
+    """Adapters of plain LoRA matrices get their tensors put into their layers directly, and beside an attached
+    adapter with LoRA layers in exactly the same modules, into those layers (their own alpha; dropout off in
+    chat). Answers equal plain peft's. peft's load_adapter still loads an adapter aimed at other modules,
+    and one with a rank pattern."""
     from peft import LoraConfig, PeftModel, get_peft_model
 
     from studio.models import load_base_model
@@ -239,25 +240,26 @@ def test_an_adapter_with_the_layers_of_an_attached_one_is_added_without_peft_wal
     real_load = PeftModel.load_adapter
     monkeypatch.setattr(PeftModel, "load_adapter", lambda self, path, *args, **kwargs:
                         peft_loads.append(str(path)) or real_load(self, path, *args, **kwargs))
-    pool = ModelPool(max_adapters=4)
+    pool = ModelPool(max_adapters=5)
     assert answer(pool, model_path, adapters[0]).text == reference[adapters[0]]
     assert answer(pool, model_path, adapters[1]).text == reference[adapters[1]]
-    louder_answer = answer(pool, model_path, louder).text
-    assert louder_answer == louder_reference
-    assert peft_loads == [adapters[0]]  # the first in PeftModel.from_pretrained; the others beside it
+    assert answer(pool, model_path, louder).text == louder_reference
+    assert peft_loads == []
 
     query_only = tmp_path / "query-only"
     get_peft_model(load_base_model(model_path, "none"), LoraConfig(r=8, target_modules=["q_proj"])) \
         .save_pretrained(query_only)
+    patterned = edited_copy(adapters[0], tmp_path / "patterned", rank_pattern={"q_proj": 8})
     answer(pool, model_path, str(query_only))
-    assert peft_loads == [adapters[0], str(query_only)]
+    assert answer(pool, model_path, patterned).text == reference[adapters[0]]
+    assert peft_loads == [str(query_only), patterned]
     base = pool.base(model_path, "none")
     assert set(base.model.peft_config) == {info.slot for info in base.adapters()}
-    # The adapters added beside the first leave like any other when evicted.
-    answer(pool, model_path, str(shutil.copytree(adapters[0], tmp_path / "fifth")))
+    # The adapters loaded directly leave like any other when evicted.
+    answer(pool, model_path, str(shutil.copytree(adapters[0], tmp_path / "sixth")))
     assert [info.path for info in base.adapters()][0] == Path(adapters[1])
     assert set(base.model.peft_config) == {info.slot for info in base.adapters()}
-    assert answer(pool, model_path, louder).text == louder_answer
+    assert answer(pool, model_path, louder).text == louder_reference
 
 
 def test_an_adapter_loaded_again_never_takes_over_layers_that_hold_another(model_path, adapters, reference,
@@ -541,6 +543,8 @@ def test_clear_errors_for_adapters_chat_cannot_use(pool, model_path, adapters, r
     for folder, message in cases.items():
         with pytest.raises(AdapterError, match=message):
             answer(pool, model_path, folder)
+    with pytest.raises(AdapterError, match="lacks some of the layers"):  # as the first adapter on a base
+        answer(ModelPool(), model_path, str(incomplete.parent))
     # Same sizes but another base model named: it loads, with a warning for the user.
     other = edited_copy(adapters[0], tmp_path / "other", base_model_name_or_path="someone/other-model")
     with pool.session(model_path, "none", [other]) as session:

@@ -31,6 +31,8 @@ AUTO_16BIT_SHARE = 0.4  # "auto" loads 16-bit weights when they take under this 
 # Every base and adapter load in this process goes one at a time (see studio.models.MODEL_LOADS); the lock
 # is always taken before a base's write lock.
 
+_LACKS_LAYERS = "the weights file lacks some of the layers its adapter_config.json names"
+
 # peft warns when an evicted adapter was its "active" one; the pool never uses peft's active adapter.
 warnings.filterwarnings("ignore", message=r"Adapter \S+ was active which is now deleted")
 
@@ -165,21 +167,22 @@ class PooledBase:
     def _attach(self, source: AdapterSource) -> str:
         """Load the adapter into new LoRA layers and return their slot (the caller holds the write lock)."""
         from peft import PeftModel
-        from peft.tuners.lora import LoraLayer
 
         first, slot = self._peft is None, next(self._slot_names)
-        # peft makes the new layers empty and takes the file's tensors as they are, instead of initialising
-        # random weights only to overwrite them: a quarter of a 7B adapter's first load (bench/chat_latency.py).
         try:
+            if self._load_plain(source, slot):
+                return slot
+            # peft's general load. low_cpu_mem_usage: the new layers are made empty and take the file's tensors,
+            # instead of being initialised at random only to be overwritten.
             if first:
                 self._peft = PeftModel.from_pretrained(self.model, str(source.path), adapter_name=slot,
                                                        low_cpu_mem_usage=True)
-            elif self._add_beside(source, slot):
-                return slot
             else:
                 self._peft.load_adapter(str(source.path), adapter_name=slot, low_cpu_mem_usage=True)
             if any(weight.is_meta for name, weight in self._peft.named_parameters() if f".{slot}." in name):
-                raise ValueError("the weights file lacks some of the layers its adapter_config.json names")
+                raise ValueError(_LACKS_LAYERS)
+            self._new_layers()
+            return slot
         except Exception as e:  # noqa: BLE001 - a damaged file fails in many ways; the user needs one message
             if first:  # peft had already begun rewriting the model's layers: drop this copy
                 self._release()
@@ -188,47 +191,63 @@ class PooledBase:
             reason = (str(e).strip().splitlines() or [type(e).__name__])[0][:200]
             raise AdapterError(Message("Could not load the adapter at {path} onto {model}: {reason}",
                                        path=str(source.path), model=self.label, reason=reason)) from None
-        self.model.eval()
-        routing.install(self.model)
-        self._lora_layers = {name: module for name, module in self._peft.named_modules()
-                             if isinstance(module, LoraLayer)}
-        return slot
 
-    def _add_beside(self, source: AdapterSource, slot: str) -> bool:
-        """Add the adapter to the LoRA layers that an attached adapter with the same targets already has, through
-        each layer's own update_layer. peft's load_adapter walks every module of the model and of every
-        attached adapter to find those layers; this visits only them (bench/chat_latency.py). False, with
-        nothing changed, when no attached adapter has exactly these layers or the adapter is more than plain
-        LoRA weights: then peft loads it. The caller holds the write lock."""
+    def _load_plain(self, source: AdapterSource, slot: str) -> bool:
+        """Load an adapter of plain LoRA matrices (no DoRA or other variant, one rank) by giving its tensors to
+        its layers directly, where peft's load takes a state_dict() of the whole model to find them (on a
+        4-bit 7B, every layer's quantisation state). Beside attached adapters it also skips peft's injection,
+        which walks every module of the model and of every attached adapter: when one of them has LoRA layers
+        in exactly the new adapter's modules, each of those layers makes the new slot itself (update_layer).
+        bench/chat_latency.py times both. False, with nothing changed, for any other adapter: peft loads it."""
+        import dataclasses
+
         import torch
-        from peft import LoraConfig
+        from peft import LoraConfig, PeftModel
         from peft.utils import load_peft_weights
 
         config = LoraConfig.from_pretrained(str(source.path))
         # The file's weights replace any initialisation; chat never trains, so no dropout (peft's own load
-        # turns it off by putting the model in eval mode, which would walk it again).
+        # turns it off by putting the whole model in eval mode).
         config.inference_mode, config.init_lora_weights, config.lora_dropout = True, False, 0.0
         weights = _plain_lora_weights(load_peft_weights(str(source.path), device="cpu"))
-        if weights is None or config.rank_pattern or config.alpha_pattern:
+        variant = any(field.metadata.get("is_lora_variant") and getattr(config, field.name)
+                      for field in dataclasses.fields(config))
+        if (weights is None or variant or config.rank_pattern or config.alpha_pattern
+                or any(a.shape[0] != config.r for a, _b in weights.values())):
             return False
-        layers = [self._lora_layers.get(name) for name in weights]
-        if None in layers or any(a.shape[0] != config.r for a, _b in weights.values()):
-            return False
-        if layers[0].resolve_lora_variant(config=config) is not None:
-            return False
-        neighbour = next((held for held, held_config in self._peft.peft_config.items()
-                          if _targets(held_config) == _targets(config) and self._layers_of(held) == set(weights)), None)
-        if neighbour is None:
-            return False
-        self._peft.peft_config[slot] = config  # first, so that delete_adapter can undo a half-done add
-        with torch.device("meta"):  # empty layers: the file's tensors take their place below
-            for layer in layers:
-                layer.update_layer(slot, config.r, config.lora_alpha, config)
-        for layer, (a, b) in zip(layers, weights.values()):
-            like = layer.lora_A[neighbour].weight  # peft's device and dtype for this layer's adapters
-            layer.lora_A[slot].weight = torch.nn.Parameter(a.to(like.device, like.dtype), requires_grad=False)
-            layer.lora_B[slot].weight = torch.nn.Parameter(b.to(like.device, like.dtype), requires_grad=False)
+        if self._peft is None:
+            self._peft = PeftModel(self.model, config, adapter_name=slot, low_cpu_mem_usage=True)
+            self._new_layers()
+            if self._layers_of(slot) - set(weights):
+                raise ValueError(_LACKS_LAYERS)
+            if set(weights) - self._layers_of(slot):
+                raise ValueError("the weights file holds layers its adapter_config.json does not name")
+        else:
+            if not all(name in self._lora_layers for name in weights) or not any(
+                    _targets(held) == _targets(config) and self._layers_of(name) == set(weights)
+                    for name, held in self._peft.peft_config.items()):
+                return False
+            self._peft.peft_config[slot] = config  # first, so that delete_adapter can undo a half-done add
+            with torch.device("meta"):  # empty: the file's tensors take their place below
+                for name in weights:
+                    self._lora_layers[name].update_layer(slot, config.r, config.lora_alpha, config)
+        for name, (a, b) in weights.items():
+            layer = self._lora_layers[name]
+            device = layer.get_base_layer().weight.device
+            # peft's default (autocast_adapter_dtype): 16-bit adapter weights are held in float32
+            dtype = torch.float32 if a.dtype in (torch.float16, torch.bfloat16) else a.dtype
+            layer.lora_A[slot].weight = torch.nn.Parameter(a.to(device, dtype), requires_grad=False)
+            layer.lora_B[slot].weight = torch.nn.Parameter(b.to(device, dtype), requires_grad=False)
         return True
+
+    def _new_layers(self) -> None:
+        """After peft has put LoRA layers into the model: chat mode, routing, and the layers' index."""
+        from peft.tuners.lora import LoraLayer
+
+        self.model.eval()
+        routing.install(self.model)
+        self._lora_layers = {name: module for name, module in self._peft.named_modules()
+                             if isinstance(module, LoraLayer)}
 
     def _layers_of(self, slot: str) -> set[str]:
         return {name for name, layer in self._lora_layers.items() if slot in layer.lora_A}
@@ -382,6 +401,9 @@ def _load(path: str, quantization: str, max_adapters: int) -> PooledBase:
     started = time.perf_counter()
     model = load_base_model(path, quantization)
     model.eval()
+    # Every adapter load needs peft, and importing it takes 1-5 s: better paid with the base than by the first
+    # adapter someone picks.
+    import peft  # noqa: F401
     tokenizer = load_tokenizer(path)
     # Encoding once now settles the fast tokenizer's padding/truncation state, so the encodes that
     # generations later run from many threads only read it (changing it from two threads fails).
