@@ -104,6 +104,7 @@ def run_plain_recipe(model_dir, data, args) -> dict:
     from transformers import (AutoModelForCausalLM, AutoTokenizer, BitsAndBytesConfig,
                               DataCollatorForSeq2Seq, Trainer, TrainingArguments)
 
+    free_gpu()
     on_gpu = torch.cuda.is_available()
     model = AutoModelForCausalLM.from_pretrained(
         model_dir, attn_implementation="sdpa", dtype=torch.bfloat16 if on_gpu else torch.float32,
@@ -137,6 +138,7 @@ def run_studio(model_dir, data, args, extra_callbacks=(), **overrides) -> dict:
     from studio.config import TrainConfig
     from studio.training.trainer import build_trainer
 
+    free_gpu()
     config = TrainConfig(**{**dict(model=str(model_dir), dataset="bench", quantization="4bit", lora_r=args.rank,
                                    lora_alpha=2 * args.rank, lora_dropout=0.0, target_modules=TARGETS,
                                    batch_size=args.batch, grad_accum=1, max_length=args.max_length,
@@ -151,19 +153,22 @@ def run_studio(model_dir, data, args, extra_callbacks=(), **overrides) -> dict:
             config.target_modules}
 
 
-def _measure(trainer, watch) -> dict:
-    if torch.cuda.is_available():
-        torch.cuda.empty_cache()
-        torch.cuda.reset_peak_memory_stats()
-    trainer.args.shuffle_dataset = False
-    trainer.train()
-    result = {"tok_s": round(watch.tokens_per_second(), 1), "checkpointing": bool(trainer.args.activation_checkpointing),
-              "peak_gb": round(torch.cuda.max_memory_allocated() / 2**30, 2) if torch.cuda.is_available() else None}
-    del trainer
+def free_gpu() -> None:
+    """Hand back what the run before this one in the process held. Its trainer and model hold each other, so
+    only a collection frees them: without it their memory would count in the next run's peak (2-3 GB on a 7B
+    shape) and, cached by torch, look taken to `gradient_checkpointing: auto`."""
     gc.collect()
     if torch.cuda.is_available():
         torch.cuda.empty_cache()
-    return result
+
+
+def _measure(trainer, watch) -> dict:
+    if torch.cuda.is_available():
+        torch.cuda.reset_peak_memory_stats()
+    trainer.args.shuffle_dataset = False
+    trainer.train()
+    return {"tok_s": round(watch.tokens_per_second(), 1), "checkpointing": bool(trainer.args.activation_checkpointing),
+            "peak_gb": round(torch.cuda.max_memory_allocated() / 2**30, 2) if torch.cuda.is_available() else None}
 
 
 def matmul_params(shape: str) -> int:
