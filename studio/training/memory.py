@@ -12,10 +12,11 @@ _GB = 2**30
 _OVERHEAD_GB = 0.6
 # Bytes a token's activations take: in one decoder layer, per hidden and per intermediate unit; outside the
 # layers (embeddings, loss, gradients in flight), per hidden unit; and in the output head's float32 logits and
-# their gradient, which Liger's fused loss never materialises. Fitted to torch's peak on an H100 for the
-# Llama-2-7B and Qwen2.5-3B shapes, activations kept and recomputed (bench/memory_calibration.py).
-_LAYER_BYTES_PER_TOKEN = (11, 7)
-_OUTSIDE_BYTES_PER_TOKEN = 140
+# their gradient, which Liger's fused loss never materialises. Fitted (least squares, relative error) to
+# torch's peak on an H100: the Llama-2-7B and Qwen2.5-3B shapes, 1,024 to 32,768 tokens a batch, activations
+# kept and recomputed; the estimate is 0.3-1.7 GB above all 22 runs (bench/memory_calibration.py).
+_LAYER_BYTES_PER_TOKEN = (14.5, 6.5)
+_OUTSIDE_BYTES_PER_TOKEN = 13
 _LOGIT_BYTES_PER_TOKEN = 8
 _USABLE = 0.9  # the share of a GPU's memory a run may plan to use; the rest absorbs fragmentation
 
@@ -81,9 +82,9 @@ def estimate(shape: dict, config: TrainConfig, gpu_gb: float | None = None, toke
     outside = tokens * h * _OUTSIDE_BYTES_PER_TOKEN + (0 if fused_loss else tokens * v * _LOGIT_BYTES_PER_TOKEN)
 
     def total(checkpointing: bool) -> tuple[float, float]:
-        # checkpointing keeps one 16-bit hidden state per layer, and a layer's activations and their gradients
-        # while that layer is recomputed during the backward pass
-        activations = (tokens * h * 2 * n + 2 * one_layer if checkpointing else one_layer * n) + outside
+        # checkpointing keeps one 16-bit hidden state per layer, and the activations of the layer being
+        # recomputed during the backward pass
+        activations = (tokens * h * 2 * n + one_layer if checkpointing else one_layer * n) + outside
         return activations, (weights + adapter + activations) / _GB + _OVERHEAD_GB
 
     checkpointing = config.gradient_checkpointing == "on"
