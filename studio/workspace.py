@@ -5,6 +5,8 @@ import json
 import os
 import re
 import tempfile
+import threading
+from collections import OrderedDict
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -89,15 +91,42 @@ def append_jsonl(path: Path, record: dict) -> None:
 
 
 def read_jsonl(path: Path) -> list[dict]:
-    """Every complete line; a line still being written is skipped."""
-    rows = []
+    """Every complete line of a file that only grows (metrics.jsonl, gpu.jsonl: a line a second per GPU,
+    100,000 lines after 4 hours on 8 GPUs, read again on every 2-second refresh of every page watching the
+    run). The rows read before are kept and only the lines added since are parsed; a line still being
+    written waits for the next read. A file replaced (a resumed run rewrites metrics.jsonl) or changed
+    anywhere but at its end is read from its start."""
     try:
-        with open(path, encoding="utf-8") as f:
-            for line in f:
-                try:
-                    rows.append(json.loads(line))
-                except json.JSONDecodeError:
-                    continue
+        with open(path, "rb") as f:
+            inode = os.fstat(f.fileno()).st_ino
+            with _READ_LOCK:
+                kept = _READ.get(path)
+            offset, tail, rows = (kept[1], kept[2], kept[3]) if kept and kept[0] == inode else (0, b"", [])
+            f.seek(offset - len(tail))
+            if f.read(len(tail)) != tail:  # not what was parsed before: rewritten
+                offset, tail, rows = 0, b"", []
+                f.seek(0)
+            added = f.read()
     except FileNotFoundError:
-        pass
-    return rows
+        return []
+    complete = added.rfind(b"\n") + 1
+    rows = rows + [row for row in map(_json_or_none, added[:complete].splitlines()) if row is not None]
+    with _READ_LOCK:
+        _READ[path] = (inode, offset + complete, (tail + added[:complete])[-64:], rows)
+        _READ.move_to_end(path)
+        while len(_READ) > _READ_KEPT:
+            _READ.popitem(last=False)
+    return list(rows)
+
+
+# path: (inode, bytes parsed, the last of those bytes, rows), most recently read last
+_READ: OrderedDict[Path, tuple[int, int, bytes, list[dict]]] = OrderedDict()
+_READ_KEPT = 16  # a 4-hour 8-GPU gpu.jsonl is about 40 MB of rows
+_READ_LOCK = threading.Lock()
+
+
+def _json_or_none(line: bytes):
+    try:
+        return json.loads(line)
+    except json.JSONDecodeError:  # a damaged line costs that line only
+        return None

@@ -55,3 +55,28 @@ def test_the_child_command_is_the_plain_cli(workspace):
 
 def test_pid_alive():
     assert pid_alive(os.getpid()) and not pid_alive(dead_pid()) and not pid_alive(None)
+
+
+def test_growing_run_files_are_parsed_once_and_replaced_ones_again(tmp_path, monkeypatch):
+    from studio import workspace as files
+
+    path = tmp_path / "gpu.jsonl"
+    for i in (0, 1):
+        files.append_jsonl(path, {"i": i})
+    parsed = []
+    real = files._json_or_none
+    monkeypatch.setattr(files, "_json_or_none", lambda line: parsed.append(line) or real(line))
+    assert [row["i"] for row in files.read_jsonl(path)] == [0, 1]
+    with open(path, "a") as f:
+        f.write('{"i": 2}\n{"i": 3')  # the last line still being written
+    assert [row["i"] for row in files.read_jsonl(path)] == [0, 1, 2]
+    with open(path, "a") as f:
+        f.write('}\nnot json\n')
+    assert [row["i"] for row in files.read_jsonl(path)] == [0, 1, 2, 3]
+    assert len(parsed) == 5  # every line parsed once, the damaged one skipped
+    files.write_atomic(path, '{"i": 9}\n')  # replaced, as a resumed run rewrites metrics.jsonl
+    assert files.read_jsonl(path) == [{"i": 9}]
+    files.append_jsonl(path, {"i": 10})
+    path.write_text('{"i": 7}\n')  # cut short
+    assert files.read_jsonl(path) == [{"i": 7}]
+    assert files.read_jsonl(tmp_path / "missing.jsonl") == []
