@@ -102,6 +102,14 @@ def test_a_new_user_uploads_data_and_trains_with_live_charts(journey_app, page, 
     Path(REPO / "docs" / "screenshots").mkdir(parents=True, exist_ok=True)
     page.screenshot(path=str(REPO / "docs" / "screenshots" / "train.png"), full_page=True)
 
+    # Delete asks first: one click only asks, a second one deletes.
+    page.locator("#run-delete").click()
+    page.wait_for_selector("#train-notice:has-text('Click Delete again')")
+    assert started[0].exists()
+    page.locator("#run-delete").click()
+    page.wait_for_selector("#train-notice:has-text('Deleted')")
+    assert not started[0].exists()
+
 
 def test_chat_tab_shows_base_and_adapter_side_by_side(journey_app, page):
     studio, run = journey_app

@@ -54,12 +54,16 @@ def run_choices(studio: Studio) -> list[tuple[str, str]]:
     return [(f"{STATE_ICONS.get(r.state, '')} {r.id}", r.id) for r in list_runs(studio.workspace)]
 
 
+CHECKPOINTING_WORDS = {"auto": N_("auto: only when memory is short"), "on": N_("on: least memory"),
+                       "off": N_("off: fastest")}
+
+
 def _component_for(field: str, value):
     label = dict(ADVANCED)[field]
     if field == "quantization":
         return gr.Radio(list(QUANTIZATIONS), value=value, label=label)
-    if field == "gradient_checkpointing":  # auto: only when the activations would not fit
-        return gr.Radio(list(CHECKPOINTING), value=value, label=label)
+    if field == "gradient_checkpointing":
+        return gr.Radio([(CHECKPOINTING_WORDS[choice], choice) for choice in CHECKPOINTING], value=value, label=label)
     if field == "optimizer":
         return gr.Dropdown(list(OPTIMIZERS), value=value, label=label)
     if isinstance(value, bool):
@@ -221,7 +225,7 @@ def build(studio: Studio, labels: Labels):
         advanced = []
         defaults = settings_from(presets["chatbot"])
         for (field, _), value in zip(ADVANCED, defaults):
-            advanced.append(add(_component_for(field, value)))
+            advanced.append(add(_component_for(field, value), choices=field == "gradient_checkpointing"))
         with gr.Row():
             my_preset_name = add(gr.Textbox(label="Save these settings as my preset, named", scale=3))
             save_preset = add(gr.Button("Save preset", scale=1))
@@ -242,7 +246,7 @@ def build(studio: Studio, labels: Labels):
         run_pick = add(gr.Dropdown(run_choices(studio), label="Watch run", scale=3, elem_id="run-pick"))
         stop = add(gr.Button("Stop", scale=1))
         resume = add(gr.Button("Resume", scale=1))
-        delete = add(gr.Button("Delete", scale=1, variant="stop"))
+        delete = add(gr.Button("Delete", scale=1, variant="stop", elem_id="run-delete"))
     progress = gr.HTML(elem_id="run-progress")
     with gr.Row():
         loss_plot = add(gr.LinePlot(x="step", y="loss", color="series", title="Loss", x_title="step", y_title="loss",
@@ -387,20 +391,28 @@ def build(studio: Studio, labels: Labels):
     resume.click(act(studio.queue.resume, N_("{run} is queued to resume from its last checkpoint.")), run_pick,
                  notice)
 
-    def on_delete(run_id, compare_ids, request: gr.Request):
-        """Only the run picked by name: never the newest one the page falls back to showing."""
+    delete_asked = gr.State(None)  # the run a first click on Delete asked about: a second click deletes it
+
+    def on_delete(run_id, compare_ids, asked, request: gr.Request):
+        """Only the run picked by name (never the newest one the page falls back to showing), and only on a
+        second click: a deleted run cannot be brought back."""
         t = translator(request)
         if not run_id:
-            return t("Pick the run to delete under 'Watch run' first."), gr.update(), gr.update()
+            return t("Pick the run to delete under 'Watch run' first."), gr.update(), gr.update(), None
+        if asked != run_id:
+            return (t("Click Delete again to delete {run} and everything it saved (adapter, checkpoints, charts). "
+                      "This cannot be undone.", run=run_id), gr.update(), gr.update(), run_id)
         try:
             studio.queue.delete(run_id, studio.user(request), studio.is_admin(request))
         except (PermissionError, ValueError, FileNotFoundError) as e:
-            return f"❌ {t.message(e)}", gr.update(), gr.update()
+            return f"❌ {t.message(e)}", gr.update(), gr.update(), None
         choices = run_choices(studio)
         return (t("Deleted {run} and everything it saved.", run=run_id), gr.update(choices=choices, value=None),
-                gr.update(choices=choices, value=[i for i in compare_ids or [] if i != run_id]))
+                gr.update(choices=choices, value=[i for i in compare_ids or [] if i != run_id]), None)
 
-    delete.click(on_delete, [run_pick, compare_pick], [notice, run_pick, compare_pick])
+    delete.click(on_delete, [run_pick, compare_pick, delete_asked],
+                 [notice, run_pick, compare_pick, delete_asked])
+    run_pick.change(lambda: None, None, delete_asked)  # another run picked: ask again
 
     def on_focus():
         """Refresh the pickers whenever the tab is opened: other tabs and other people add to them."""
