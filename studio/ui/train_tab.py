@@ -140,12 +140,18 @@ def suggestion_text(tip: dict, max_length, t: Translator = english) -> str:
     return text
 
 
+HOW_THE_ESTIMATE_IS_MADE = N_("(Estimated from the model's shape and your settings, by a formula fitted to 22 training "
+                              "runs measured on an H100 — 3B and 7B models, up to 32,768 tokens a batch — which came "
+                              "out 0.3–1.7 GB above each of them.)")
+
+
 def fit_text(studio: Studio, model_choice, values, t: Translator = english) -> str:
     """The 'will it fit?' line for the chosen model and settings."""
     try:
         config = build_config("-", model_choice, "custom", values)
         path = resolve_model(config.model, studio.workspace, progress=lambda _m: None)
-        return t("**Will it fit?** {estimate}", estimate=t.message(estimate_for(path, config).summary()))
+        return (t("**Will it fit?** {estimate}", estimate=t.message(estimate_for(path, config).summary())) + " "
+                + t(HOW_THE_ESTIMATE_IS_MADE))
     except (ConfigError, ModelNotFound, OSError, ValueError) as e:
         return t("**Will it fit?** Cannot tell yet: {error}", error=t.message(with_labels(text_of(e), t)))
 
