@@ -14,7 +14,6 @@ from __future__ import annotations
 import argparse
 import json
 import random
-import shutil
 import sys
 import tempfile
 import time
@@ -23,27 +22,10 @@ from pathlib import Path
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 
-from train_throughput import SHAPES, TARGETS, chat_lengths  # noqa: E402
+from train_throughput import SHAPES, TARGETS, chat_lengths, make_model_dir  # noqa: E402
 
 WORDS = ("the ship sails north under a grey sky while the crew sings of home and gold and the long sea road "
          "captain wind harbour lantern map island storm anchor rope deck compass tide").split()
-
-
-def make_model(shape: str, tokenizer_from: Path, root: Path) -> Path:
-    import torch
-    from transformers import AutoConfig, AutoModelForCausalLM, AutoTokenizer
-
-    spec = dict(SHAPES[shape])
-    # Room for every id the tokenizer writes (SmolLM2's 49,152 is more than Llama-2's 32,000).
-    spec["vocab_size"] = max(spec["vocab_size"], len(AutoTokenizer.from_pretrained(tokenizer_from)))
-    config = AutoConfig.for_model(spec.pop("model_type"), **spec, max_position_embeddings=4096)
-    folder = root / f"random-{shape}"
-    with torch.device("cuda"):
-        AutoModelForCausalLM.from_config(config, dtype=torch.bfloat16).save_pretrained(folder)
-    for name in ("tokenizer.json", "tokenizer_config.json", "chat_template.jinja"):
-        shutil.copy(tokenizer_from / name, folder / name)
-    torch.cuda.empty_cache()
-    return folder
 
 
 def make_dataset(path: Path, rows: int, seed: int) -> Path:
@@ -96,7 +78,7 @@ def main() -> None:
 
     gpus = list(range(torch.cuda.device_count()))
     root = Path(tempfile.mkdtemp())
-    model = make_model(args.shape, args.tokenizer_from, root)
+    model = make_model_dir(args.shape, root, args.tokenizer_from)
     data = make_dataset(root / "chat.jsonl", args.steps * args.batch * len(gpus) + 64, seed=0)
     workspace = Workspace.at(root / "workspace")
     queue = JobQueue(workspace, devices=[str(g) for g in gpus], poll=1.0)

@@ -18,6 +18,7 @@ import gc
 import json
 import math
 import random
+import shutil
 import sys
 import tempfile
 import time
@@ -46,8 +47,11 @@ def chat_lengths(count: int, seed: int, max_length: int) -> list[int]:
     return [max(16, min(max_length, int(rng.lognormvariate(math.log(300), 0.9)))) for _ in range(count)]
 
 
-def make_model_dir(shape: str, root: Path) -> Path:
-    from transformers import AutoConfig, AutoModelForCausalLM, PreTrainedTokenizerFast
+def make_model_dir(shape: str, root: Path, tokenizer_from: Path | None = None) -> Path:
+    """A model of the shape with random weights, written once under root. Its tokenizer: a copy of a real one
+    (tokenizer_from; the vocabulary is widened to hold every id it writes), for benches that chat or train
+    on text; else a synthetic one that only knows its pad token, for benches that feed token ids."""
+    from transformers import AutoConfig, AutoModelForCausalLM, AutoTokenizer, PreTrainedTokenizerFast
     from tokenizers import Tokenizer
     from tokenizers.models import WordLevel
 
@@ -55,17 +59,20 @@ def make_model_dir(shape: str, root: Path) -> Path:
     if (folder / "config.json").exists():
         return folder
     spec = dict(SHAPES[shape])
+    if tokenizer_from:  # SmolLM2's 49,152 ids are more than Llama-2's 32,000
+        spec["vocab_size"] = max(spec["vocab_size"], len(AutoTokenizer.from_pretrained(tokenizer_from)))
     config = AutoConfig.for_model(spec.pop("model_type"), **spec, max_position_embeddings=4096)
-    device = "cuda" if torch.cuda.is_available() else "cpu"
-    with torch.device(device):
-        model = AutoModelForCausalLM.from_config(config, dtype=torch.bfloat16)
-    model.save_pretrained(folder)
-    # Token ids are synthetic; the trainers only need a tokenizer that knows its pad token.
-    tokenizer = PreTrainedTokenizerFast(tokenizer_object=Tokenizer(WordLevel({"<pad>": 0, "<unk>": 1}, "<unk>")),
-                                        pad_token="<pad>", eos_token="<pad>", unk_token="<unk>")
-    tokenizer.save_pretrained(folder)
-    del model
+    with torch.device("cuda" if torch.cuda.is_available() else "cpu"):
+        AutoModelForCausalLM.from_config(config, dtype=torch.bfloat16).save_pretrained(folder)
     gc.collect()
+    if torch.cuda.is_available():
+        torch.cuda.empty_cache()  # else torch keeps the model's 13 GB cached, taken for every run after
+    if tokenizer_from:
+        for name in ("tokenizer.json", "tokenizer_config.json", "chat_template.jinja"):
+            shutil.copy(Path(tokenizer_from) / name, folder / name)
+    else:
+        PreTrainedTokenizerFast(tokenizer_object=Tokenizer(WordLevel({"<pad>": 0, "<unk>": 1}, "<unk>")),
+                                pad_token="<pad>", eos_token="<pad>", unk_token="<unk>").save_pretrained(folder)
     return folder
 
 
