@@ -534,6 +534,8 @@ def test_clear_errors_for_adapters_chat_cannot_use(pool, model_path, adapters, r
     cases = {
         str(damaged.parent): "is damaged",
         str(incomplete.parent): "lacks some of the layers",
+        edited_copy(adapters[0], tmp_path / "bias", lora_bias=True): "lacks some of the layers",
+        edited_copy(adapters[0], tmp_path / "rank", r=4): "other sizes than adapter_config.json says",
         str(tmp_path / "empty"): "not a peft adapter folder",
         str(tmp_path / "missing"): "No adapter folder",
         str(tmp_path / "tiny"): "does not fit SmolLM2-135M-Instruct.*trained for 'someone/tiny-llama'",
@@ -543,8 +545,9 @@ def test_clear_errors_for_adapters_chat_cannot_use(pool, model_path, adapters, r
     for folder, message in cases.items():
         with pytest.raises(AdapterError, match=message):
             answer(pool, model_path, folder)
-    with pytest.raises(AdapterError, match="lacks some of the layers"):  # as the first adapter on a base
-        answer(ModelPool(), model_path, str(incomplete.parent))
+    for folder, message in ((incomplete.parent, "lacks some of the layers"), (tmp_path / "rank", "other sizes")):
+        with pytest.raises(AdapterError, match=message):  # as the first adapter on a base
+            answer(ModelPool(), model_path, str(folder))
     # Same sizes but another base model named: it loads, with a warning for the user.
     other = edited_copy(adapters[0], tmp_path / "other", base_model_name_or_path="someone/other-model")
     with pool.session(model_path, "none", [other]) as session:

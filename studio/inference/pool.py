@@ -184,7 +184,7 @@ class PooledBase:
             self._new_layers()
             return slot
         except Exception as e:  # noqa: BLE001 - a damaged file fails in many ways; the user needs one message
-            if first:  # peft had already begun rewriting the model's layers: drop this copy
+            if first and self._has_lora_layers():  # peft had begun rewriting the model's layers: drop this copy
                 self._release()
             elif slot in self._peft.peft_config:
                 self._peft.delete_adapter(slot)
@@ -196,9 +196,10 @@ class PooledBase:
         """Load an adapter of plain LoRA matrices (no DoRA or other variant, one rank) by giving its tensors to
         its layers directly, where peft's load takes a state_dict() of the whole model to find them (on a
         4-bit 7B, every layer's quantisation state). Beside attached adapters it also skips peft's injection,
-        which walks every module of the model and of every attached adapter: when one of them has LoRA layers
-        in exactly the new adapter's modules, each of those layers makes the new slot itself (update_layer).
-        bench/chat_latency.py times both. False, with nothing changed, for any other adapter: peft loads it."""
+        which walks every module of the model and of every attached adapter: when an attached adapter's config
+        picks the same layers, each of its layers makes the new slot itself (update_layer). bench/chat_latency.py
+        times both. False, with nothing changed, for any other adapter: peft loads it. ValueError when the
+        weights file does not match its adapter_config.json."""
         import dataclasses
 
         import torch
@@ -212,30 +213,31 @@ class PooledBase:
         weights = _plain_lora_weights(load_peft_weights(str(source.path), device="cpu"))
         variant = any(field.metadata.get("is_lora_variant") and getattr(config, field.name)
                       for field in dataclasses.fields(config))
-        if (weights is None or variant or config.rank_pattern or config.alpha_pattern
-                or any(a.shape[0] != config.r for a, _b in weights.values())):
+        if weights is None or variant or config.lora_bias or config.rank_pattern or config.alpha_pattern:
             return False
         if self._peft is None:
             self._peft = PeftModel(self.model, config, adapter_name=slot, low_cpu_mem_usage=True)
             self._new_layers()
-            if self._layers_of(slot) - set(weights):
-                raise ValueError(_LACKS_LAYERS)
-            if set(weights) - self._layers_of(slot):
-                raise ValueError("the weights file holds layers its adapter_config.json does not name")
+            _check_layers(self._layers_of(slot), weights)
         else:
-            if not all(name in self._lora_layers for name in weights) or not any(
-                    _targets(held) == _targets(config) and self._layers_of(name) == set(weights)
-                    for name, held in self._peft.peft_config.items()):
+            # An attached adapter whose config picks the same layers: its layers are the ones this one needs.
+            neighbour = next((name for name, held in self._peft.peft_config.items()
+                              if _targets(held) == _targets(config)), None)
+            if neighbour is None:
                 return False
+            _check_layers(self._layers_of(neighbour), weights)
             self._peft.peft_config[slot] = config  # first, so that delete_adapter can undo a half-done add
             with torch.device("meta"):  # empty: the file's tensors take their place below
                 for name in weights:
                     self._lora_layers[name].update_layer(slot, config.r, config.lora_alpha, config)
         for name, (a, b) in weights.items():
             layer = self._lora_layers[name]
+            if a.shape != layer.lora_A[slot].weight.shape or b.shape != layer.lora_B[slot].weight.shape:
+                raise ValueError(f"the weights of {name} have other sizes than adapter_config.json says (rank "
+                                 f"{config.r}): {tuple(a.shape)} and {tuple(b.shape)}")
             device = layer.get_base_layer().weight.device
-            # peft's default (autocast_adapter_dtype): 16-bit adapter weights are held in float32
-            dtype = torch.float32 if a.dtype in (torch.float16, torch.bfloat16) else a.dtype
+            # peft's default (autocast_adapter_dtype): adapter weights of fewer than 32 bits are held in float32
+            dtype = torch.float32 if a.element_size() < 4 else a.dtype
             layer.lora_A[slot].weight = torch.nn.Parameter(a.to(device, dtype), requires_grad=False)
             layer.lora_B[slot].weight = torch.nn.Parameter(b.to(device, dtype), requires_grad=False)
         return True
@@ -251,6 +253,11 @@ class PooledBase:
 
     def _layers_of(self, slot: str) -> set[str]:
         return {name for name, layer in self._lora_layers.items() if slot in layer.lora_A}
+
+    def _has_lora_layers(self) -> bool:
+        from peft.tuners.lora import LoraLayer
+
+        return any(isinstance(module, LoraLayer) for module in self.model.modules())
 
     def close(self) -> None:
         """Unload, once the generations running on this model have ended."""
@@ -365,6 +372,14 @@ def _as_set(names):
     return set(names) if isinstance(names, (list, set, tuple)) else names  # a list, or a regex or "all-linear"
 
 
+def _check_layers(config_layers: set[str], weights: dict) -> None:
+    """ValueError when the weights file and its adapter_config.json disagree about the layers."""
+    if config_layers - set(weights):
+        raise ValueError(_LACKS_LAYERS)
+    if set(weights) - config_layers:
+        raise ValueError("the weights file holds layers its adapter_config.json does not name")
+
+
 def _plain_lora_weights(weights: dict) -> dict | None:
     """{module name in the PeftModel: (lora_A, lora_B)} when the saved tensors are plain LoRA matrices and
     nothing else; None otherwise."""
@@ -401,8 +416,8 @@ def _load(path: str, quantization: str, max_adapters: int) -> PooledBase:
     started = time.perf_counter()
     model = load_base_model(path, quantization)
     model.eval()
-    # Every adapter load needs peft, and importing it takes 1-5 s: better paid with the base than by the first
-    # adapter someone picks.
+    # Every adapter load needs peft, and importing it takes seconds (5 s on a 2-core machine): better paid
+    # with the base than by the first adapter someone picks.
     import peft  # noqa: F401
     tokenizer = load_tokenizer(path)
     # Encoding once now settles the fast tokenizer's padding/truncation state, so the encodes that
