@@ -16,6 +16,9 @@ _OVERHEAD_GB = 0.6
 # torch's peak on an H100: the Llama-2-7B and Qwen2.5-3B shapes, 1,024 to 32,768 tokens a batch, activations
 # kept and recomputed; the estimate is 0.3-1.7 GB above all 22 runs (bench/memory_calibration.py).
 _LAYER_BYTES_PER_TOKEN = (14.5, 6.5)
+# Without Liger, RMSNorm, SwiGLU and RoPE keep their unfused intermediates too. Not measured (every calibration
+# run had Liger): counted as twice the layer's bytes, to err on the safe side.
+_UNFUSED_LAYER_FACTOR = 2
 _OUTSIDE_BYTES_PER_TOKEN = 13
 _LOGIT_BYTES_PER_TOKEN = 8
 _USABLE = 0.9  # the share of a GPU's memory a run may plan to use; the rest absorbs fragmentation
@@ -60,9 +63,9 @@ def model_shape(model_config) -> dict:
 
 
 def estimate(shape: dict, config: TrainConfig, gpu_gb: float | None = None, tokens: int | None = None,
-             fused_loss: bool = True) -> Estimate:
+             liger: bool = True) -> Estimate:
     """Peak memory of a run on a GPU; `tokens` is the largest batch's token count (default: batch size x max
-    length); fused_loss: Liger's kernels are installed (setup.sh puts them on GPU machines).
+    length); liger: Liger's kernels are installed (setup.sh puts them on GPU machines).
     With gradient_checkpointing 'auto', activations are kept when everything fits in gpu_gb, else recomputed."""
     h, i, n, v = shape["hidden"], shape["intermediate"], shape["layers"], shape["vocab"]
     q_out, kv_out = shape["heads"] * shape["head_dim"], shape["kv_heads"] * shape["head_dim"]
@@ -78,8 +81,9 @@ def estimate(shape: dict, config: TrainConfig, gpu_gb: float | None = None, toke
     adapter = lora_params * (4 + 4 + 8)  # fp32 weights, gradients, and two Adam moments
 
     tokens = tokens or config.batch_size * config.max_length
-    one_layer = tokens * (_LAYER_BYTES_PER_TOKEN[0] * h + _LAYER_BYTES_PER_TOKEN[1] * i)
-    outside = tokens * h * _OUTSIDE_BYTES_PER_TOKEN + (0 if fused_loss else tokens * v * _LOGIT_BYTES_PER_TOKEN)
+    one_layer = tokens * (_LAYER_BYTES_PER_TOKEN[0] * h + _LAYER_BYTES_PER_TOKEN[1] * i) * \
+        (1 if liger else _UNFUSED_LAYER_FACTOR)
+    outside = tokens * h * _OUTSIDE_BYTES_PER_TOKEN + (0 if liger else tokens * v * _LOGIT_BYTES_PER_TOKEN)
 
     def total(checkpointing: bool) -> tuple[float, float]:
         # checkpointing keeps one 16-bit hidden state per layer, and the activations of the layer being
@@ -105,7 +109,7 @@ def estimate_for(model_path: str, config: TrainConfig) -> Estimate:
     gpus = list_gpus()
     gpu_gb = min((g["total_gb"] for g in gpus), default=None)
     return estimate(model_shape(AutoConfig.from_pretrained(model_path, trust_remote_code=allow_remote_code())),
-                    config, gpu_gb, fused_loss=liger_installed())
+                    config, gpu_gb, liger=liger_installed())
 
 
 def choose_checkpointing(model_path: str, config: TrainConfig, tokens: int) -> bool:
@@ -126,7 +130,7 @@ def choose_checkpointing(model_path: str, config: TrainConfig, tokens: int) -> b
         free = os.sysconf("SC_AVPHYS_PAGES") * os.sysconf("SC_PAGE_SIZE")
     shape = model_shape(AutoConfig.from_pretrained(model_path, trust_remote_code=allow_remote_code()))
     fused = torch.cuda.is_available() and liger_installed()
-    return estimate(shape, config, free / _GB, tokens, fused_loss=fused).checkpointing
+    return estimate(shape, config, free / _GB, tokens, liger=fused).checkpointing
 
 
 def _least_free_on_run_gpus() -> int:
