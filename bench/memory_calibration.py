@@ -36,9 +36,10 @@ def main() -> None:
     parser.add_argument("--out", default=str(Path(__file__).parent / "results" / "memory_calibration.json"))
     args = parser.parse_args()
 
-    cases = []
-    result = {"gpu": torch.cuda.get_device_name() if torch.cuda.is_available() else "cpu",
-              "torch": torch.__version__, "cases": cases}
+    out = Path(args.out)
+    # Runs of other shapes, lengths and settings already in the file stay: one invocation measures a few.
+    result = json.loads(out.read_text()) if out.exists() else {"cases": []}
+    result.update(gpu=torch.cuda.get_device_name() if torch.cuda.is_available() else "cpu", torch=torch.__version__)
     for shape in args.shape or ["llama2-7b"]:
         model_dir = make_model_dir(shape, Path(args.models))
         dims = model_shape(AutoConfig.from_pretrained(model_dir))
@@ -48,20 +49,21 @@ def main() -> None:
                 data = sequences([args.length] * batch * run.steps, SHAPES[shape]["vocab_size"], 0)
                 config = TrainConfig(dataset="d", batch_size=batch, max_length=args.length, lora_r=16,
                                      target_modules=TARGETS, gradient_checkpointing=checkpointing)
-                guess = estimate(dims, config, tokens=batch * args.length)
-                case = {"shape": shape, "tokens": batch * args.length, "checkpointing": checkpointing,
-                        "estimated_gb": guess.total_gb, "estimated_weights_gb": guess.weights_gb,
-                        "estimated_activations_gb": guess.activations_gb}
+                case = {"shape": shape, "rows": batch, "row_tokens": args.length, "tokens": batch * args.length,
+                        "checkpointing": checkpointing,
+                        "estimated_gb": estimate(dims, config, tokens=batch * args.length).total_gb}
                 try:
                     case["measured_peak_gb"] = run_studio(model_dir, data, run,
                                                           gradient_checkpointing=checkpointing)["peak_gb"]
-                except torch.OutOfMemoryError:
-                    case["measured_peak_gb"] = None  # larger batches of this setting will not fit either
-                cases.append(case)
+                except torch.OutOfMemoryError:  # larger batches of this setting will not fit either
+                    case.update(measured_peak_gb=None, out_of_memory=True)
                 print(json.dumps(case), flush=True)
-                Path(args.out).parent.mkdir(parents=True, exist_ok=True)
-                Path(args.out).write_text(json.dumps(result, indent=2) + "\n")  # kept if the machine is taken back
-                if case["measured_peak_gb"] is None:
+                same = ("shape", "rows", "row_tokens", "checkpointing")
+                result["cases"] = [c for c in result["cases"] if [c.get(k) for k in same] != [case[k] for k in same]]
+                result["cases"].append(case)
+                out.parent.mkdir(parents=True, exist_ok=True)
+                out.write_text(json.dumps(result, indent=2) + "\n")  # kept if the machine is taken back
+                if case.get("out_of_memory"):
                     gc.collect()
                     torch.cuda.empty_cache()
                     break
