@@ -94,8 +94,8 @@ def read_jsonl(path: Path) -> list[dict]:
     """Every complete line of a file that only grows (metrics.jsonl, gpu.jsonl: a line a second per GPU,
     100,000 lines after 4 hours on 8 GPUs, read again on every 2-second refresh of every page watching the
     run). The rows read before are kept and only the lines added since are parsed; a line still being
-    written waits for the next read. A file replaced (a resumed run rewrites metrics.jsonl) or changed
-    anywhere but at its end is read from its start."""
+    written waits for the next read. A file replaced (a resumed run rewrites metrics.jsonl), cut short, or
+    changed in the last bytes parsed is read from its start."""
     try:
         with open(path, "rb") as f:
             inode = os.fstat(f.fileno()).st_ino

@@ -418,7 +418,8 @@ def build(studio: Studio, labels: Labels):
 
     delete.click(on_delete, [run_pick, compare_pick, delete_asked],
                  [notice, run_pick, compare_pick, delete_asked])
-    run_pick.change(lambda: None, None, delete_asked)  # another run picked: ask again
+    for other in (run_pick.change, start.click, stop.click, resume.click):  # anything else in between: ask again
+        other(lambda: None, None, delete_asked)
 
     def on_focus():
         """Refresh the pickers whenever the tab is opened: other tabs and other people add to them."""
