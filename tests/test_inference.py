@@ -509,6 +509,27 @@ def test_an_uploaded_adapter_is_checked_and_kept_apart(workspace, adapters, tmp_
 
 # ---- wrong adapters ----
 
+def test_an_uploaded_adapter_is_removed_by_the_person_who_uploaded_it_or_an_administrator(workspace, adapters,
+                                                                                           tmp_path):
+    from studio.ui.chat_tab import UPLOAD_RECORD, adapter_choices, adapter_folder, remove_upload, store_upload
+    from studio.ui.context import Studio
+
+    studio = Studio(workspace, queue=None)
+    upload = zipped(adapters[0], tmp_path / "adapter.zip")
+    _message, anas = store_upload(studio, str(upload), owner="ana")
+    _message, older = store_upload(studio, str(upload), owner="bo")
+    (Path(adapter_folder(studio, older)) / UPLOAD_RECORD).unlink()  # uploaded before owners were recorded
+
+    assert "Pick an uploaded adapter" in remove_upload(studio, None, "ana", False)[0]
+    message, removed = remove_upload(studio, anas, "bo", False)
+    assert not removed and "Only ana, who uploaded" in message and Path(adapter_folder(studio, anas)).exists()
+    message, removed = remove_upload(studio, older, "bo", False)
+    assert not removed and "Only an administrator" in message
+    assert remove_upload(studio, anas, "ana", False)[1] and not Path(adapter_folder(studio, anas)).exists()
+    assert remove_upload(studio, older, "cy", True)[1]  # an administrator
+    assert [value for _label, value in adapter_choices(studio)] == [adapter_choices(studio)[0][1]]  # the base alone
+
+
 def edited_copy(adapter: str, folder: Path, **changes) -> str:
     shutil.copytree(adapter, folder)
     config = json.loads((folder / "adapter_config.json").read_text())

@@ -12,13 +12,14 @@ import gradio as gr
 from ..inference.adapters import AdapterError, read_adapter
 from ..models import EMBEDDED_LABEL, EMBEDDED_NAME, ModelNotFound, resolve_model
 from ..runs import find_run, list_runs
-from ..workspace import safe_name
+from ..workspace import read_json, safe_name, write_json
 from .context import Studio
 from .i18n import N_, Labels, Translator, english, translator
 from .train_tab import model_choices
 
 BASE = N_("Base model (no adapter)")  # the choice's value, and its label in English
 UPLOADED = "uploaded:"
+UPLOAD_RECORD = "uploaded.json"  # beside an uploaded adapter's files: who uploaded it
 
 
 def adapter_choices(studio: Studio, t: Translator = english) -> list[tuple[str, str]]:
@@ -69,7 +70,8 @@ def _loadable_here(base: str) -> str | None:
     return None
 
 
-def store_upload(studio: Studio, path: str | None, t: Translator = english) -> tuple[str, str | None]:
+def store_upload(studio: Studio, path: str | None, t: Translator = english,
+                 owner: str = "local") -> tuple[str, str | None]:
     """Unpack an uploaded adapter zip into a folder of its own and check it; (message, the new choice)."""
     if not path:
         return "", None
@@ -96,6 +98,7 @@ def store_upload(studio: Studio, path: str | None, t: Translator = english) -> t
             for info in own:  # only the adapter's own files
                 (target / Path(info.filename).name).write_bytes(archive.read(info))
         read_adapter(target)
+        write_json(target / UPLOAD_RECORD, {"owner": owner})
     except AdapterError as e:
         shutil.rmtree(target, ignore_errors=True)
         return f"❌ {t.message(e)}", None
@@ -104,6 +107,24 @@ def store_upload(studio: Studio, path: str | None, t: Translator = english) -> t
         return t("❌ The zip could not be unpacked ({reason}). Zip the adapter folder again and upload it, or ask the "
                  "administrator if the disk is full.", reason=str(e)), None
     return t("Adapter '{name}' is ready to chat with.", name=target.name), UPLOADED + target.name
+
+
+def remove_upload(studio: Studio, choice: str | None, user: str, admin: bool,
+                  t: Translator = english) -> tuple[str, bool]:
+    """Delete an uploaded adapter's folder, for the person who uploaded it or an administrator;
+    (message, whether it was removed)."""
+    if not choice or not choice.startswith(UPLOADED):
+        return t("Pick an uploaded adapter on the right first (a training run is deleted in the Train tab)."), False
+    folder = Path(adapter_folder(studio, choice))
+    owner = (read_json(folder / UPLOAD_RECORD, {}) or {}).get("owner")  # none: uploaded before owners were kept
+    if not admin and owner is None:
+        return t("❌ Only an administrator may remove {name}: it was uploaded before uploads recorded who made "
+                 "them.", name=folder.name), False
+    if not admin and owner != user:
+        return t("❌ Only {owner}, who uploaded {name}, or an administrator may remove it.", owner=owner,
+                 name=folder.name), False
+    shutil.rmtree(folder, ignore_errors=True)
+    return t("Removed the uploaded adapter '{name}'.", name=folder.name), True
 
 
 def too_big(name: str, size: int, limit_mb: float, t: Translator) -> str:
@@ -157,7 +178,9 @@ def build(studio: Studio, labels: Labels):
                                      elem_id="chat-right"))
         side_by_side = add(gr.Checkbox(True, label="Side by side", elem_id="chat-side-by-side"))
     with add(gr.Accordion("Upload an adapter, system prompt and sampling", open=False)):
-        upload = add(gr.File(label="Adapter (.zip of a peft adapter folder)"))
+        with gr.Row():
+            upload = add(gr.File(label="Adapter (.zip of a peft adapter folder)", scale=3))
+            remove = add(gr.Button("Remove the uploaded adapter picked on the right", scale=1))
         system = add(gr.Textbox(label="System prompt (optional)"))
         with gr.Row():
             temperature = add(gr.Slider(0, 2, value=0, step=0.05, label="Temperature (0: always the likeliest word)"))
@@ -186,11 +209,22 @@ def build(studio: Studio, labels: Labels):
 
     def on_upload(path, request: gr.Request):
         t = translator(request)
-        text, choice = store_upload(studio, path, t)
+        text, choice = store_upload(studio, path, t, owner=studio.user(request))
         choices = adapter_choices(studio, t)
         return text, gr.update(choices=choices, value=choice) if choice else gr.update(choices=choices)
 
     upload.upload(on_upload, upload, [right_stats, right_pick])
+
+    def on_remove(choice, left_choice, request: gr.Request):
+        t = translator(request)
+        text, removed = remove_upload(studio, choice, studio.user(request), studio.is_admin(request), t)
+        if not removed:
+            return text, gr.update(), gr.update()
+        choices = adapter_choices(studio, t)
+        return (text, gr.update(choices=choices, value=BASE),
+                gr.update(choices=choices, value=BASE if left_choice == choice else left_choice))
+
+    remove.click(on_remove, [right_pick, left_pick], [right_stats, right_pick, left_pick])
 
     def on_send(text, left_history, right_history, model_choice, quant, left_choice, right_choice, both,
                 system_prompt, temp, topp, max_tokens, rep, request: gr.Request):
