@@ -48,10 +48,15 @@ def resolve_model(spec: str, workspace: Workspace, progress: Callable[[str], Non
         return str(path.resolve())
     if (workspace.models / spec / "config.json").exists():  # a model already converted or downloaded here
         return str(workspace.models / spec)
-    if spec.count("/") != 1 or spec.startswith(("/", ".", "~")):
+    if not looks_like_hub_id(spec):
         raise ModelNotFound(Message("'{model}' is neither a folder on this machine nor a hub id like "
                                     "'org/model-name'.", model=spec))
     return _check_hub(spec)
+
+
+def looks_like_hub_id(spec: str) -> bool:
+    """'org/model-name': one slash, and not a path."""
+    return spec.count("/") == 1 and not spec.startswith(("/", ".", "~"))
 
 
 def _check_hub(repo_id: str) -> str:

@@ -10,7 +10,7 @@ from pathlib import Path
 import gradio as gr
 
 from ..inference.adapters import AdapterError, read_adapter
-from ..models import EMBEDDED_LABEL, EMBEDDED_NAME, ModelNotFound, resolve_model
+from ..models import EMBEDDED_LABEL, EMBEDDED_NAME, ModelNotFound, looks_like_hub_id, resolve_model
 from ..runs import find_run, list_runs
 from ..workspace import read_json, safe_name, write_json
 from .context import Studio
@@ -65,7 +65,7 @@ def _loadable_here(base: str) -> str | None:
         return None
     if Path(base).name == EMBEDDED_NAME:
         return EMBEDDED_LABEL
-    if Path(base).expanduser().is_dir() or (base.count("/") == 1 and not base.startswith(("/", ".", "~"))):
+    if Path(base).expanduser().is_dir() or looks_like_hub_id(base):
         return base
     return None
 
