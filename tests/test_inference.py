@@ -510,7 +510,8 @@ def test_an_uploaded_adapter_is_checked_and_kept_apart(workspace, adapters, tmp_
 # ---- wrong adapters ----
 
 def test_an_uploaded_adapter_is_removed_by_the_person_who_uploaded_it_or_an_administrator(workspace, adapters,
-                                                                                           tmp_path):
+                                                                                           tmp_path, monkeypatch):
+    from studio.ui import chat_tab
     from studio.ui.chat_tab import UPLOAD_RECORD, adapter_choices, adapter_folder, remove_upload, store_upload
     from studio.ui.context import Studio
 
@@ -525,6 +526,13 @@ def test_an_uploaded_adapter_is_removed_by_the_person_who_uploaded_it_or_an_admi
     assert not removed and "Only ana, who uploaded" in message and Path(adapter_folder(studio, anas)).exists()
     message, removed = remove_upload(studio, older, "bo", False)
     assert not removed and "Only an administrator" in message
+    def refused(path):
+        raise PermissionError(13, "Permission denied")
+
+    with monkeypatch.context() as patched:  # a folder the app may not delete: said, not claimed removed
+        patched.setattr(chat_tab.shutil, "rmtree", refused)
+        message, removed = remove_upload(studio, anas, "ana", False)
+    assert not removed and "could not be removed (Permission denied)" in message and "administrator" in message
     assert remove_upload(studio, anas, "ana", False)[1] and not Path(adapter_folder(studio, anas)).exists()
     assert remove_upload(studio, older, "cy", True)[1]  # an administrator
     assert [value for _label, value in adapter_choices(studio)] == [adapter_choices(studio)[0][1]]  # the base alone

@@ -123,7 +123,11 @@ def remove_upload(studio: Studio, choice: str | None, user: str, admin: bool,
     if not admin and owner != user:
         return t("❌ Only {owner}, who uploaded {name}, or an administrator may remove it.", owner=owner,
                  name=folder.name), False
-    shutil.rmtree(folder, ignore_errors=True)
+    try:
+        shutil.rmtree(folder)
+    except OSError as e:
+        return t("❌ {name} could not be removed ({reason}). Ask the administrator to delete the folder {folder}.",
+                 name=folder.name, reason=e.strerror or str(e), folder=str(folder)), False
     return t("Removed the uploaded adapter '{name}'.", name=folder.name), True
 
 
