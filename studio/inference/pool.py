@@ -189,8 +189,9 @@ class PooledBase:
                 self._release()
             elif slot in self._peft.peft_config:
                 self._peft.delete_adapter(slot)
-            reason = (str(e).strip().splitlines() or [type(e).__name__])[0][:200]
-            raise AdapterError(Message("Could not load the adapter at {path} onto {model}: {reason}",
+            reason = (str(e).strip().splitlines() or [type(e).__name__])[0][:200].rstrip(".")
+            raise AdapterError(Message("Could not load the adapter at {path} onto {model}: {reason}. Save or train "
+                                       "the adapter again, or pick another one.",
                                        path=str(source.path), model=self.label, reason=reason)) from None
 
     def _load_plain(self, source: AdapterSource, slot: str) -> bool:
