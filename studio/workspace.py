@@ -90,43 +90,55 @@ def append_jsonl(path: Path, record: dict) -> None:
         f.write(json.dumps(record, ensure_ascii=False) + "\n")
 
 
-def read_jsonl(path: Path) -> list[dict]:
+class Rows(list):
+    """The records of a .jsonl file, and how many of its lines were damaged (skipped): a list for every reader,
+    the count for whoever tells people that part of the record is missing."""
+
+    def __init__(self, rows=(), damaged: int = 0):
+        super().__init__(rows)
+        self.damaged = damaged
+
+
+def read_jsonl(path: Path) -> Rows:
     """Every complete line of a file that only grows (metrics.jsonl, gpu.jsonl: a line a second per GPU,
     100,000 lines after 4 hours on 8 GPUs, read again on every 2-second refresh of every page watching the
     run). The rows read before are kept and only the lines added since are parsed; a line still being
     written waits for the next read. A file replaced (a resumed run rewrites metrics.jsonl), cut short, or
-    changed in the last bytes parsed is read from its start."""
+    changed in the last bytes parsed is read from its start. A damaged line (not JSON, not UTF-8, not a
+    record) is skipped and counted."""
     try:
         with open(path, "rb") as f:
             inode = os.fstat(f.fileno()).st_ino
             with _READ_LOCK:
                 kept = _READ.get(path)
-            offset, tail, rows = (kept[1], kept[2], kept[3]) if kept and kept[0] == inode else (0, b"", [])
+            offset, tail, rows = (kept[1], kept[2], kept[3]) if kept and kept[0] == inode else (0, b"", Rows())
             f.seek(offset - len(tail))
             if f.read(len(tail)) != tail:  # not what was parsed before: rewritten
-                offset, tail, rows = 0, b"", []
+                offset, tail, rows = 0, b"", Rows()
                 f.seek(0)
             added = f.read()
     except FileNotFoundError:
-        return []
+        return Rows()
     complete = added.rfind(b"\n") + 1
-    rows = rows + [row for row in map(_json_or_none, added[:complete].splitlines()) if row is not None]
+    parsed = [_json_or_none(line) for line in added[:complete].splitlines() if line.strip()]
+    rows = Rows(rows + [row for row in parsed if row is not None], rows.damaged + parsed.count(None))
     with _READ_LOCK:
         _READ[path] = (inode, offset + complete, (tail + added[:complete])[-64:], rows)
         _READ.move_to_end(path)
         while len(_READ) > _READ_KEPT:
             _READ.popitem(last=False)
-    return list(rows)
+    return Rows(rows, rows.damaged)
 
 
 # path: (inode, bytes parsed, the last of those bytes, rows), most recently read last
-_READ: OrderedDict[Path, tuple[int, int, bytes, list[dict]]] = OrderedDict()
+_READ: OrderedDict[Path, tuple[int, int, bytes, Rows]] = OrderedDict()
 _READ_KEPT = 8  # a 4-hour 8-GPU gpu.jsonl is 95 MB of rows (tracemalloc); metrics files are small
 _READ_LOCK = threading.Lock()
 
 
-def _json_or_none(line: bytes):
+def _json_or_none(line: bytes) -> dict | None:
     try:
-        return json.loads(line)
-    except json.JSONDecodeError:  # a damaged line costs that line only
+        record = json.loads(line)
+    except ValueError:  # not JSON, or not UTF-8: a damaged line costs that line only
         return None
+    return record if isinstance(record, dict) else None  # every reader looks keys up in a record

@@ -80,3 +80,17 @@ def test_growing_run_files_are_parsed_once_and_replaced_ones_again(tmp_path, mon
     path.write_text('{"i": 7}\n')  # cut short
     assert files.read_jsonl(path) == [{"i": 7}]
     assert files.read_jsonl(tmp_path / "missing.jsonl") == []
+
+
+def test_damaged_run_file_lines_are_skipped_and_counted(tmp_path):
+    from studio.runs import Run
+
+    run = Run(tmp_path)
+    (tmp_path / "gpu.jsonl").write_bytes(b'{"used_gb": 1}\n\xff\xfe not UTF-8\n[1, 2]\n\n')
+    samples = run.gpu_samples()  # read whole
+    assert samples == [{"used_gb": 1}] and samples.damaged == 2  # a blank line is no damage
+    with open(tmp_path / "gpu.jsonl", "ab") as f:
+        f.write(b'{"used_gb": 2}\n{"used_gb": \xe9}\n')
+    samples = run.gpu_samples()  # only the new lines
+    assert samples == [{"used_gb": 1}, {"used_gb": 2}] and samples.damaged == 3
+    assert run.metrics() == [] and run.metrics().damaged == 0
