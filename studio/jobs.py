@@ -96,8 +96,9 @@ class JobQueue:
             raise ValueError(Message("Run {run} is {state}; only an interrupted, stopped or failed run can be resumed.",
                                      run=run_id, state=state_word(run.state)))
         run.stop_path.unlink(missing_ok=True)
-        run.set_status(state="queued", queued_at=time.time(),
-                       message=Message("Waiting to resume from its last checkpoint."))
+        waiting = Message("Waiting to resume from its last checkpoint.") if run.latest_checkpoint() else \
+            Message("Waiting to start again from the beginning: it saved no checkpoint.")
+        run.set_status(state="queued", queued_at=time.time(), message=waiting)
         self._notify()
         return run
 
@@ -169,8 +170,8 @@ class JobQueue:
             status = run.status()
             if status.get("state") == "running" and not pid_alive(status.get("pid")):
                 run.set_status(state="interrupted", pid=None,
-                               message=Message("The app stopped while this run was training. Resume continues "
-                                               "from its last checkpoint."))
+                               message=Message("The app stopped while this run was training. {resume}",
+                                               resume=run.resume_note()))
 
     def _dispatch(self) -> None:
         while not self._closing:
@@ -252,11 +253,11 @@ class JobQueue:
             return  # the app is shutting down: the next start shows this run as interrupted
         if run.state == "running":  # the child died without saying how it ended
             if run.stop_requested:
-                state, message = "stopped", Message("Stopped by force after it did not stop in time; resume "
-                                                    "continues from its last checkpoint.")
+                state, message = "stopped", Message("Stopped by force after it did not stop in time. {resume}",
+                                                    resume=run.resume_note())
             elif code == -signal.SIGKILL:
                 state, message = "interrupted", Message("The training process was killed (out of system memory, or "
-                                                        "by hand). Resume continues from its last checkpoint.")
+                                                        "by hand). {resume}", resume=run.resume_note())
             else:
                 state, message = "failed", Message("The training process ended unexpectedly (exit code {code}). See "
                                                    "the log.", code=code)

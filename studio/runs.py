@@ -106,6 +106,12 @@ class Run:
                        if p.name.split("-")[-1].isdigit() and (p / "trainer_state.json").exists()]
         return max(checkpoints, key=lambda p: int(p.name.split("-")[-1]), default=None)
 
+    def resume_note(self) -> Message:
+        """What Resume will do: a run killed before its first checkpoint trains again from the start."""
+        if self.latest_checkpoint():
+            return Message("Resume continues from its last checkpoint.")
+        return Message("It saved no checkpoint, so Resume starts it again from the beginning.")
+
     def has_adapter(self) -> bool:
         return (self.adapter_dir / "adapter_config.json").exists()
 

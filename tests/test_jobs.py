@@ -28,6 +28,42 @@ def test_restart_marks_dead_runs_interrupted_and_keeps_the_queue(workspace):
         queue.close()
 
 
+def saved_checkpoint(run, step: int = 10) -> None:
+    """A checkpoint as the trainer leaves it complete: trainer_state.json is written last."""
+    (run.checkpoints_dir / f"checkpoint-{step}").mkdir(parents=True)
+    (run.checkpoints_dir / f"checkpoint-{step}" / "trainer_state.json").write_text("{}")
+
+
+def test_resume_says_whether_it_continues_or_starts_again(workspace, monkeypatch):
+    from studio import jobs
+
+    early, later = (create_run(workspace, TrainConfig(dataset="d"), owner="ana") for _ in range(2))
+    for run in (early, later):
+        run.set_status(state="running", pid=dead_pid())
+    saved_checkpoint(later)
+    queue = JobQueue(workspace, devices=[])  # the app restarts after both were killed
+    try:
+        assert "no checkpoint, so Resume starts it again from the beginning" in early.status()["message"]
+        assert "Resume continues from its last checkpoint" in later.status()["message"]
+        queue.resume(early.id, user="ana")
+        queue.resume(later.id, user="ana")
+        assert early.status()["message"] == "Waiting to start again from the beginning: it saved no checkpoint."
+        assert later.status()["message"] == "Waiting to resume from its last checkpoint."
+    finally:
+        queue.close()
+
+    killed = [sys.executable, "-c", "import os, signal; os.kill(os.getpid(), signal.SIGKILL)"]
+    monkeypatch.setattr(jobs, "train_command", lambda *_args, **_kw: killed)
+    queue = JobQueue(workspace, devices=[""], poll=0.05)  # each is killed before saving anything more
+    try:
+        assert queue.wait(early.id, timeout=30) == queue.wait(later.id, timeout=30) == "interrupted"
+        assert "killed" in early.status()["message"] and "starts it again from the beginning" in \
+            early.status()["message"]
+        assert "Resume continues from its last checkpoint" in later.status()["message"]
+    finally:
+        queue.close()
+
+
 def test_only_the_owner_or_an_admin_may_stop_or_delete(workspace):
     run = create_run(workspace, TrainConfig(dataset="d"), owner="ana")
     queue = JobQueue(workspace, devices=[])
