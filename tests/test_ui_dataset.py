@@ -2,6 +2,7 @@
 import json
 import time
 from pathlib import Path
+from types import SimpleNamespace
 
 import pytest
 
@@ -89,8 +90,18 @@ def test_good_upload_gives_numbers_preview_rendering_and_problems(tokenizers, ch
     assert "Arr, shipshape and ready to sail!" in learned
     assert "How are you?" in read_only and "Answer like a pirate." in read_only and "How are you?" not in learned
 
-    histogram = length_histogram(report)
+    histogram = length_histogram(report)["value"]
     assert histogram["examples"].sum() == 3 and histogram["tokens"].iloc[0].startswith(str(stats["min"]))
+
+
+def test_the_length_bands_show_in_numeric_order():
+    plot = length_histogram(SimpleNamespace(lengths=[53, 60, 75, 103, 112, 170]))
+    bands = plot["value"]["tokens"].tolist()
+    assert bands[:3] == ["53-62", "63-72", "73-82"] and bands[-1] == "163-172"
+    assert plot["sort"] == bands  # told, or the plot puts '103-112' before '53-62'
+    assert plot["value"]["examples"].sum() == 6
+    empty = length_histogram(None)
+    assert empty["value"].empty and empty["sort"] == []
 
 
 def test_long_examples_are_counted_against_the_max_length(tokenizers, chat_file):
