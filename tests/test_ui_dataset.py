@@ -78,7 +78,7 @@ def test_good_upload_gives_numbers_preview_rendering_and_problems(tokenizers, ch
     assert problems["problem"][0].startswith("broken JSON") and "no assistant turn" in problems["problem"][1]
     assert problems_text(report).startswith("✖ **2 rows cannot be used**")
 
-    preview = preview_table(report)
+    preview = preview_table(report)["value"]
     assert preview["row"].tolist() == [1, 3, 5]
     assert preview.iloc[1][["system", "user", "assistant", "turns"]].tolist() == [
         "Answer like a pirate.", "How are you?", "Arr, shipshape and ready to sail!", 3]
@@ -102,6 +102,15 @@ def test_the_length_bands_show_in_numeric_order():
     assert plot["value"]["examples"].sum() == 6
     empty = length_histogram(None)
     assert empty["value"].empty and empty["sort"] == []
+
+
+def test_every_preview_column_gets_a_readable_width(chat_file):
+    # Left to the browser, the short system prompts beside long wrapped answers showed a letter a line.
+    chat = preview_table(inspect_file(chat_file), t=Translator("zh-Hant"))
+    assert len(chat["value"].columns) == 5 and chat["column_widths"] == ["7%", "23%", "30%", "30%", "7%"]
+    assert preview_table(None)["column_widths"] == ["8%", "25%", "33%", "33%"]
+    text = preview_table(inspect_file(REPO / "tests" / "data" / "lines.txt"))
+    assert text["value"].columns.tolist() == ["row", "text"] and text["column_widths"] == ["7%", "92%"]
 
 
 def test_long_examples_are_counted_against_the_max_length(tokenizers, chat_file):

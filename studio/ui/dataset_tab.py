@@ -21,6 +21,8 @@ from .train_tab import model_choices
 SUPPORTED = tuple(EXTENSIONS)  # every extension the readers know
 AUTO = "auto"
 PREVIEW_ROWS = 20
+# Each preview column's share of the table's width.
+PREVIEW_SHARES = {"row": 1, "system": 3, "user": 4, "assistant": 4, "turns": 1, "text": 12}
 PROBLEMS_SHOWN = 500  # the page stays quick for a file where every row is broken
 HISTOGRAM_BINS = 12
 LEARNED = "learns to write"
@@ -202,14 +204,15 @@ def _short(text: str, limit: int = 120) -> str:
     return text if len(text) <= limit else text[:limit - 1] + "…"
 
 
-def preview_table(report: DatasetReport | None, limit: int = PREVIEW_ROWS, t: Translator = english) -> pd.DataFrame:
-    """The first examples as the model gets them: one row per example with its row number in the file."""
+def preview_table(report: DatasetReport | None, limit: int = PREVIEW_ROWS, t: Translator = english) -> dict:
+    """The preview's update: the first examples as the model gets them, one row per example with its row
+    number in the file."""
     if report is None:
-        return pd.DataFrame(columns=[N_("row"), N_("system"), N_("user"), N_("assistant")]).rename(columns=t)
+        return _preview([], [N_("row"), N_("system"), N_("user"), N_("assistant")], t)
     if report.format == "text":
-        return pd.DataFrame([{"row": n, "text": _short(r["text"], 300)}
-                             for n, r in zip(report.row_numbers[:limit], report.records[:limit])],
-                            columns=[N_("row"), N_("text")]).rename(columns=t)
+        return _preview([{"row": n, "text": _short(r["text"], 300)}
+                         for n, r in zip(report.row_numbers[:limit], report.records[:limit])],
+                        [N_("row"), N_("text")], t)
     chat = report.format in ("sharegpt", "messages")  # only conversations have more than one exchange
     columns = [N_("row"), N_("system"), N_("user"), N_("assistant")] + ([N_("turns")] if chat else [])
     rows = []
@@ -219,7 +222,15 @@ def preview_table(report: DatasetReport | None, limit: int = PREVIEW_ROWS, t: Tr
             first.setdefault(m["role"], m["content"])
         rows.append({"row": number, "system": _short(first.get("system", "")), "user": _short(first.get("user", "")),
                      "assistant": _short(first.get("assistant", "")), "turns": len(record["messages"])})
-    return pd.DataFrame(rows, columns=columns).rename(columns=t)
+    return _preview(rows, columns, t)
+
+
+def _preview(rows: list[dict], columns: list[str], t: Translator) -> dict:
+    """The rows under translated headers, each column given its share of the width: left to the browser, a
+    column of short text beside long wrapped ones is squeezed to a letter a line."""
+    total = sum(PREVIEW_SHARES[c] for c in columns)
+    return gr.update(value=pd.DataFrame(rows, columns=columns).rename(columns=t),
+                     column_widths=[f"{100 * PREVIEW_SHARES[c] // total}%" for c in columns])
 
 
 def problems_table(report: DatasetReport | None, t: Translator = english) -> pd.DataFrame:
