@@ -92,9 +92,9 @@ class JobQueue:
     def resume(self, run_id: str, user: str = "local", admin: bool = False) -> Run:
         run = find_run(self.workspace, run_id)
         self._check_owner(run, user, admin)
-        if run.state not in ("interrupted", "stopped", "failed"):
-            raise ValueError(Message("Run {run} is {state}; only an interrupted, stopped or failed run can be resumed.",
-                                     run=run_id, state=state_word(run.state)))
+        if run.state not in ("interrupted", "stopped", "failed", "damaged"):
+            raise ValueError(Message("Run {run} is {state}; only an interrupted, stopped, failed or damaged run can "
+                                     "be resumed.", run=run_id, state=state_word(run.state)))
         run.stop_path.unlink(missing_ok=True)
         waiting = Message("Waiting to resume from its last checkpoint.") if run.latest_checkpoint() else \
             Message("Waiting to start again from the beginning: it saved no checkpoint.")
@@ -155,8 +155,13 @@ class JobQueue:
     # ---- inside ----
     @staticmethod
     def _check_owner(run: Run, user: str, admin: bool) -> None:
-        owner = run.status().get("owner", "local")
-        if not admin and owner != user:
+        if admin:
+            return
+        owner = run.status().get("owner")
+        if owner is None:  # lost with a damaged status.json
+            raise NotAllowed(Message("Nobody knows who owns run {run} (its status file was damaged); only an "
+                                     "administrator can change it.", run=run.id))
+        if owner != user:
             raise NotAllowed(Message("Run {run} belongs to {owner}; only they or an administrator can change it.",
                                      run=run.id, owner=owner))
 

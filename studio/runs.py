@@ -11,6 +11,7 @@ The training child writes status.json while it lives; the job queue writes it be
 """
 from __future__ import annotations
 
+import json
 import os
 import time
 from datetime import datetime
@@ -18,14 +19,15 @@ from pathlib import Path
 
 from .config import TrainConfig
 from .messages import Message, fields
-from .workspace import Workspace, read_json, read_jsonl, safe_name, write_json
+from .workspace import Workspace, read_jsonl, safe_name, write_json
 
 ACTIVE = ("queued", "running")
 
 
 # A run's state as a word in a sentence for people: a Message, so the page shows it in the visitor's language.
 _STATE_WORDS = {"queued": Message("queued"), "running": Message("running"), "completed": Message("completed"),
-                "failed": Message("failed"), "stopped": Message("stopped"), "interrupted": Message("interrupted")}
+                "failed": Message("failed"), "stopped": Message("stopped"), "interrupted": Message("interrupted"),
+                "damaged": Message("damaged")}
 
 
 def state_word(state: str) -> Message | str:
@@ -70,7 +72,21 @@ class Run:
         return TrainConfig.load(self.config_path)
 
     def status(self) -> dict:
-        return read_json(self.path / "status.json", {}) or {}
+        """What status.json says: {} before it is written, a 'damaged' status when it cannot be read."""
+        try:
+            status = json.loads((self.path / "status.json").read_bytes())
+        except FileNotFoundError:
+            return {}
+        except ValueError:  # cut short, not JSON, not UTF-8: a full disk, a hand edit, a failing drive
+            status = None
+        return status if isinstance(status, dict) else self._damaged_status()
+
+    def _damaged_status(self) -> dict:
+        """Stands in for an unreadable status.json, so the run is shown and can be resumed from its checkpoints.
+        Its owner is lost with it: only an administrator may act on the run."""
+        return {"state": "damaged", **fields(Message(
+            "This run's status file (status.json) is damaged, so its state and owner are lost. {resume} With its "
+            "owner unknown, only an administrator can resume or delete it.", resume=self.resume_note()))}
 
     def set_status(self, **changes) -> dict:
         status = self.status()

@@ -64,6 +64,25 @@ def test_resume_says_whether_it_continues_or_starts_again(workspace, monkeypatch
         queue.close()
 
 
+def test_a_damaged_status_shows_as_damaged_and_an_administrator_can_resume_it(workspace):
+    run = create_run(workspace, TrainConfig(dataset="d"), owner="ana")
+    run.set_status(state="running", pid=dead_pid())
+    saved_checkpoint(run)
+    (run.path / "status.json").write_bytes(b'{"state": "running", "owner": "an\xff')  # cut short, not UTF-8
+    queue = JobQueue(workspace, devices=[])  # the app restarts
+    try:
+        assert run.state == "damaged" and queue.queue() == []
+        assert "status.json) is damaged" in run.status()["message"]
+        assert "Resume continues from its last checkpoint" in run.status()["message"]
+        with pytest.raises(NotAllowed, match="Nobody knows who owns"):
+            queue.resume(run.id, user="ana")
+        queue.resume(run.id, user="cy", admin=True)
+        assert [r.id for r in queue.queue()] == [run.id] and run.latest_checkpoint().name == "checkpoint-10"
+        assert run.status()["message"] == "Waiting to resume from its last checkpoint."
+    finally:
+        queue.close()
+
+
 def test_only_the_owner_or_an_admin_may_stop_or_delete(workspace):
     run = create_run(workspace, TrainConfig(dataset="d"), owner="ana")
     queue = JobQueue(workspace, devices=[])
