@@ -27,6 +27,8 @@ def parse_args(argv=None) -> argparse.Namespace:
 
 
 def read_logins(args) -> list[tuple[str, str]]:
+    from studio.runs import LOCAL_USER
+
     lines = list(args.auth)
     if args.auth_file:
         lines += [l.strip() for l in Path(args.auth_file).read_text().splitlines() if l.strip() and not l.startswith("#")]
@@ -35,6 +37,9 @@ def read_logins(args) -> list[tuple[str, str]]:
         user, sep, password = line.partition(":")
         if not sep or not user or not password:
             sys.exit(f"error: a login must look like USER:PASSWORD (got '{line}')")
+        if user == LOCAL_USER:  # it would own every run started while the studio had no logins
+            sys.exit(f"error: a login may not be called '{LOCAL_USER}': that name owns the runs started while the "
+                     "studio had no logins. Choose another name for this login.")
         logins.append((user, password))
     return logins
 
@@ -50,18 +55,18 @@ def main(argv=None) -> None:
     from studio.ui.context import Studio
     from studio.workspace import Workspace
 
+    logins = read_logins(args)  # a mistyped login stops the start at once, not after the model is prepared
     workspace = Workspace.at(args.workspace)
     resolve_model("embedded", workspace)  # converts the embedded default model on the first start
     devices = None if args.gpus is None else \
         ([""] if args.gpus == "none" else [g.strip() for g in args.gpus.split(",") if g.strip()])
     queue = JobQueue(workspace, devices=devices)
-    studio = Studio(workspace, queue, admins=set(args.admin), max_upload_mb=args.max_upload_mb)
-    build_app(studio).launch(**launch_options(args, workspace))
+    studio = Studio(workspace, queue, admins=set(args.admin), logins=bool(logins), max_upload_mb=args.max_upload_mb)
+    build_app(studio).launch(**launch_options(args, workspace, logins))
 
 
-def launch_options(args, workspace) -> dict:
+def launch_options(args, workspace, logins: list[tuple[str, str]]) -> dict:
     """How the app is served: who may log in, the upload cap, and the one folder files are served from."""
-    logins = read_logins(args)
     return dict(server_name=args.host, server_port=args.port, auth=logins or None,
                 max_file_size=f"{args.max_upload_mb}mb", allowed_paths=[str(workspace.exports)], show_error=False)
 

@@ -18,7 +18,7 @@ import time
 from .config import TrainConfig
 from .gpu import MemorySampler, list_gpus
 from .messages import Message, text_of
-from .runs import Run, create_run, find_run, list_runs, state_word
+from .runs import LOCAL_USER, Run, create_run, find_run, list_runs, state_word
 from .workspace import Workspace
 
 
@@ -83,13 +83,13 @@ class JobQueue:
             self._threads[0].start()
 
     # ---- what the UI and CLI call ----
-    def submit(self, config: TrainConfig, owner: str = "local", name: str = "") -> Run:
+    def submit(self, config: TrainConfig, owner: str = LOCAL_USER, name: str = "") -> Run:
         self._check_gpus(config)
         run = create_run(self.workspace, config, owner=owner, name=name)
         self._notify()
         return run
 
-    def resume(self, run_id: str, user: str = "local", admin: bool = False) -> Run:
+    def resume(self, run_id: str, user: str = LOCAL_USER, admin: bool = False) -> Run:
         run = find_run(self.workspace, run_id)
         self._check_owner(run, user, admin)
         if run.state not in ("interrupted", "stopped", "failed", "damaged"):
@@ -102,7 +102,7 @@ class JobQueue:
         self._notify()
         return run
 
-    def stop(self, run_id: str, user: str = "local", admin: bool = False) -> None:
+    def stop(self, run_id: str, user: str = LOCAL_USER, admin: bool = False) -> None:
         """A queued run leaves the queue; a running one saves its adapter and stops, or is killed after a timeout."""
         run = find_run(self.workspace, run_id)
         self._check_owner(run, user, admin)
@@ -116,7 +116,7 @@ class JobQueue:
         run.request_stop()
         threading.Thread(target=self._kill_after_timeout, args=(run,), daemon=True).start()
 
-    def delete(self, run_id: str, user: str = "local", admin: bool = False) -> None:
+    def delete(self, run_id: str, user: str = LOCAL_USER, admin: bool = False) -> None:
         import shutil
 
         run = find_run(self.workspace, run_id)

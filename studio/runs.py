@@ -22,6 +22,7 @@ from .messages import Message, fields
 from .workspace import Workspace, read_jsonl, safe_name, write_json
 
 ACTIVE = ("queued", "running")
+LOCAL_USER = "local"  # who starts every run when the studio has no logins
 
 
 # A run's state as a word in a sentence for people: a Message, so the page shows it in the visitor's language.
@@ -139,7 +140,7 @@ class Run:
         return self.stop_path.exists()
 
 
-def create_run(workspace: Workspace, config: TrainConfig, owner: str = "local", name: str = "",
+def create_run(workspace: Workspace, config: TrainConfig, owner: str = LOCAL_USER, name: str = "",
                state: str = "queued") -> Run:
     """A new run folder holding run.yaml and its status: 'queued' for the job queue, 'running' when the caller
     trains it at once (the command line), so the queue leaves it alone."""

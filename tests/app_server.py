@@ -13,7 +13,7 @@ def serving(workspace: Workspace, **launch_options):
     from studio.ui.context import Studio
 
     port = free_port()
-    studio = Studio(workspace, JobQueue(workspace, devices=[""], poll=0.2))
+    studio = Studio(workspace, JobQueue(workspace, devices=[""], poll=0.2), logins=bool(launch_options.get("auth")))
     app = build_app(studio)
     options = {"server_name": "127.0.0.1", "allowed_paths": [str(workspace.exports)], **launch_options,
                "server_port": port}

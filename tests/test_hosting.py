@@ -2,7 +2,7 @@
 import httpx
 import pytest
 
-from app import launch_options, parse_args
+from app import launch_options, parse_args, read_logins
 from app_server import serving, with_embedded_model
 
 
@@ -12,7 +12,7 @@ def hosted(workspace, embedded_model_dir, tmp_path):
     logins.write_text("# the lab\nbo:hunter2\n")
     args = parse_args(["--auth", "ana:secret", "--auth-file", str(logins), "--max-upload-mb", "1",
                        "--workspace", str(workspace.root)])
-    with serving(with_embedded_model(workspace, embedded_model_dir), **launch_options(args, workspace)) as studio:
+    with serving(with_embedded_model(workspace, embedded_model_dir), **launch_options(args, workspace, read_logins(args))) as studio:
         yield studio.url.rstrip("/"), workspace
 
 
@@ -46,3 +46,17 @@ def test_only_exports_are_served_and_uploads_are_capped(hosted):
         assert big.status_code == 413
         small = client.post(f"{url}/gradio_api/upload", files={"files": ("small.jsonl", b'{"text": "hi"}\n')})
         assert small.status_code == 200
+
+
+def test_only_the_named_admins_administer_and_no_login_may_be_called_local(workspace):
+    from types import SimpleNamespace
+
+    from studio.ui.context import Studio
+
+    with pytest.raises(SystemExit, match="may not be called 'local'"):  # it would own the runs made without logins
+        read_logins(parse_args(["--auth", "ana:secret", "--auth", "local:secret"]))
+    lab = Studio(workspace, queue=None, admins={"ana"}, logins=True)
+    assert lab.is_admin(SimpleNamespace(username="ana"))
+    assert not lab.is_admin(SimpleNamespace(username="bo")) and not lab.is_admin(SimpleNamespace(username="local"))
+    alone = Studio(workspace, queue=None)  # no logins: the one person using it owns the whole studio
+    assert alone.is_admin(None) and alone.user(None) == "local"
