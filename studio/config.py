@@ -203,7 +203,11 @@ def save_user_preset(user_dir: Path, name: str, title: str, description: str, se
 
     TrainConfig.from_dict({**settings, "dataset": settings.get("dataset") or "x"})  # refuse bad values now
     keep = {k: v for k, v in settings.items() if k not in ("model", "dataset", "preset", "gpus")}
-    path = Path(user_dir) / f"{safe_name(name, 'my-preset')}.yaml"
+    stem = safe_name(name, "")
+    if not stem:  # nothing but punctuation: refused rather than saved over a made-up name
+        raise ConfigError(Message("'{name}' cannot be used as a preset name. Use letters or digits of any language, "
+                                  "'-' and '_'.", name=name))
+    path = Path(user_dir) / f"{stem}.yaml"
     if (PRESETS_DIR / path.name).exists():
         raise ConfigError(Message("'{name}' is a built-in preset; save yours under another name", name=path.stem))
     write_atomic(path, yaml.safe_dump({"title": title or name, "description": description,

@@ -6,13 +6,19 @@ import os
 import re
 import tempfile
 import threading
+import unicodedata
 from collections import OrderedDict
 from dataclasses import dataclass
 from pathlib import Path
 
 DEFAULT_ROOT = Path(__file__).resolve().parent.parent / "workspace"
 
-_SAFE_NAME = re.compile(r"[^A-Za-z0-9._-]+")
+# Everything but the letters and digits of any language (\w: str.isalnum, and '_'), '.' and '-': path separators,
+# spaces, punctuation, control and direction characters.
+_UNSAFE = re.compile(r"[^\w.-]+")
+# A Linux folder name holds 255 bytes; a dataset being replaced has a sibling named twice over
+# (.<name>.old-.<name>.<random>.partial), and a Chinese character takes 3 bytes.
+NAME_BYTES = 80
 
 
 class UnsafePath(ValueError):
@@ -20,9 +26,13 @@ class UnsafePath(ValueError):
 
 
 def safe_name(name: str, fallback: str = "item") -> str:
-    """A folder name made only of letters, digits, '.', '_' and '-', never '.' or '..'."""
-    cleaned = _SAFE_NAME.sub("-", name.strip()).strip(".-")[:80]
-    return cleaned or fallback
+    """A folder name that keeps the letters and digits of any language ('客服語氣' stays '客服語氣': Linux keeps
+    names as UTF-8 bytes), '_', '.' and '-'; any other run of characters becomes one '-'. It never starts or
+    ends with '.' or '-' (so it is never '..' or hidden) and is at most NAME_BYTES bytes; fallback when
+    nothing is left."""
+    # NFC: an 'é' typed as e + accent (as macOS names files) is kept as the one letter, not cut to 'e-'.
+    cleaned = _UNSAFE.sub("-", unicodedata.normalize("NFC", name.strip()))
+    return cleaned.encode()[:NAME_BYTES].decode(errors="ignore").strip(".-") or fallback
 
 
 @dataclass(frozen=True)

@@ -67,10 +67,21 @@ def test_traversal_shaped_names_stay_inside_the_datasets_folder(workspace, name)
     assert (folder / "original.txt").exists()
 
 
-@pytest.mark.parametrize("name", ["客服数据", "客服-data", "!!!", "..", ""])
-def test_a_name_that_would_lose_its_letters_is_refused(workspace, name):
+@pytest.mark.parametrize("name,folder", [("客服語氣", "客服語氣"), ("客服数据", "客服数据"), ("客服 data v2", "客服-data-v2")])
+def test_a_name_in_chinese_is_kept_and_found_again(workspace, name, folder):
+    report = inspect_file(DATA / "lines.txt")
+    assert save_dataset(workspace, name, DATA / "lines.txt", report) == workspace.datasets / folder
+    assert [d["name"] for d in list_datasets(workspace)] == [folder]
+    assert load_records(folder, workspace)[0] == report.records
+    with pytest.raises(DatasetError, match="No dataset called"):  # a name, not a way out of the datasets folder
+        load_records(f"../datasets/{folder}", workspace)
+
+
+@pytest.mark.parametrize("name", ["!!!", "..", "", "../..", "\x00\n"])
+def test_a_name_with_no_letter_or_digit_is_refused(workspace, name):
     # Not saved under a made-up name such as 'dataset' or 'data', where nobody would look for it.
-    with pytest.raises(DatasetError, match=r"cannot be used as a dataset name\. Use the letters a-z"):
+    with pytest.raises(DatasetError, match=r"cannot be used as a dataset name\. Use letters or digits of any "
+                                           r"language"):
         save_dataset(workspace, name, DATA / "lines.txt", inspect_file(DATA / "lines.txt"))
     assert list(workspace.datasets.iterdir()) == []
 

@@ -27,10 +27,9 @@ def save_dataset(workspace: Workspace, name: str, source_path: str | Path, repor
         raise DatasetError(Message("{file} has no valid rows to save. Fix the problems listed in the report first.",
                                    file=report.file))
     folder = safe_name(name, "")
-    unusable = DatasetError(Message("'{name}' cannot be used as a dataset name. Use the letters a-z, digits, '-' and "
-                                    "'_'.", name=name))
-    # A name whose letters would be dropped ("客服数据", "!!!") is refused rather than saved under another name.
-    if not folder or any(ch.isalnum() and not ch.isascii() for ch in name):
+    unusable = DatasetError(Message("'{name}' cannot be used as a dataset name. Use letters or digits of any "
+                                    "language, '-' and '_'.", name=name))
+    if not folder:  # nothing but punctuation ("!!!", ".."): refused rather than saved under a made-up name
         raise unusable
     try:
         target = workspace.inside(workspace.datasets / folder)
