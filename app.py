@@ -61,6 +61,8 @@ def main(argv=None) -> None:
     devices = None if args.gpus is None else \
         ([""] if args.gpus == "none" else [g.strip() for g in args.gpus.split(",") if g.strip()])
     queue = JobQueue(workspace, devices=devices)
+    if queue.gpu_problem:
+        print(f"WARNING: {queue.gpu_problem}", file=sys.stderr, flush=True)
     studio = Studio(workspace, queue, admins=set(args.admin), logins=bool(logins), max_upload_mb=args.max_upload_mb)
     build_app(studio).launch(**launch_options(args, workspace, logins))
 

@@ -1,31 +1,50 @@
 """What the GPUs are doing, through NVML (package nvidia-ml-py); on a machine without one, the process's memory."""
 from __future__ import annotations
 
+import shutil
 import threading
 import time
 from pathlib import Path
 
+from .messages import Message
 from .workspace import append_jsonl
 
 _GB = 2**30
 
 
 def _nvml():
-    """The initialised pynvml module, or None where there is no NVIDIA driver."""
-    try:
-        import pynvml
+    """The initialised pynvml module; an error where there is no NVIDIA driver, or NVML fails."""
+    import pynvml
 
-        pynvml.nvmlInit()
-        return pynvml
-    except Exception:  # noqa: BLE001 - no library, no driver or no GPU all mean 'no NVIDIA GPU here'
-        return None
+    pynvml.nvmlInit()
+    return pynvml
 
 
 def list_gpus() -> list[dict]:
-    """[{index, name, total_gb, free_gb}] for every NVIDIA GPU; empty without one."""
-    nvml = _nvml()
-    if nvml is None:
-        return []
+    """[{index, name, total_gb, free_gb}] for every NVIDIA GPU NVML sees; empty without one."""
+    return survey_gpus()[0]
+
+
+def survey_gpus() -> tuple[list[dict], Message | None]:
+    """The GPUs NVML sees, and why it sees none on a machine that has some: None where all is well, or where
+    there is simply no NVIDIA GPU. Told apart, so a broken driver never quietly turns the studio to the CPU."""
+    try:
+        return _read_gpus(_nvml()), None
+    except Exception as e:  # noqa: BLE001 - no library, no driver, a GPU fallen off the bus: NVML fails many ways
+        if not _machine_has_nvidia_gpus():
+            return [], None
+        return [], Message("The studio cannot see this machine's NVIDIA GPUs: NVML failed ({error}). Until the "
+                           "administrator mends the driver (nvidia-smi shows whether it works) and restarts the "
+                           "studio, runs that ask for GPUs are refused and other runs train one at a time, perhaps "
+                           "on the CPU.", error=f"{type(e).__name__}: {e}")
+
+
+def _machine_has_nvidia_gpus() -> bool:
+    """What shows NVIDIA GPUs without NVML: the driver's device files, or its nvidia-smi."""
+    return any(Path("/dev").glob("nvidia[0-9]*")) or shutil.which("nvidia-smi") is not None
+
+
+def _read_gpus(nvml) -> list[dict]:
     gpus = []
     for i in range(nvml.nvmlDeviceGetCount()):
         handle = nvml.nvmlDeviceGetHandleByIndex(i)
@@ -68,7 +87,10 @@ class MemorySampler:
         self._thread.join(timeout=5)
 
     def _loop(self) -> None:
-        nvml = _nvml()
+        try:
+            nvml = _nvml()
+        except Exception:  # noqa: BLE001 - no NVIDIA GPU here (or none NVML can see: the job queue says so)
+            nvml = None
         if nvml is None:
             append_jsonl(self.path, {"event": "no-gpu", "time": time.time(),
                                      "message": "No NVIDIA GPU here: recording the training process's memory instead."})

@@ -16,7 +16,7 @@ import threading
 import time
 
 from .config import TrainConfig
-from .gpu import MemorySampler, list_gpus
+from .gpu import MemorySampler, survey_gpus
 from .messages import Message, text_of
 from .runs import LOCAL_USER, Run, create_run, find_run, list_runs, state_word
 from .workspace import Workspace
@@ -72,7 +72,11 @@ class JobQueue:
         self.stop_timeout = stop_timeout
         self.poll = poll
         # A device is a GPU index as nvidia-smi numbers it, or "" for the CPU; [] starts nothing (tests).
-        self.devices = devices if devices is not None else ([str(g["index"]) for g in list_gpus()] or [""])
+        self.gpu_problem: Message | None = None  # why this machine's GPUs cannot be seen, for the page and log
+        if devices is None:
+            gpus, self.gpu_problem = survey_gpus()
+            devices = [str(g["index"]) for g in gpus] or [""]
+        self.devices = devices
         self._wake = threading.Condition()
         self._busy: dict[str, str] = {}  # device -> the id of the run using it
         self._children: dict[str, subprocess.Popen] = {}
@@ -198,22 +202,26 @@ class JobQueue:
     def _devices_for(self, run: Run) -> list[str] | None:
         """The devices the run would use now, or None while they are busy; ValueError if it can never run here."""
         free = [d for d in self.devices if d not in self._busy]
-        if self.devices == [""]:  # a machine without GPUs trains on the CPU, whatever run.yaml names
-            return free or None
         wanted = self._check_gpus(run.config)
         if not wanted:
             return free[:1] or None
         return wanted if all(g in free for g in wanted) else None
 
     def _check_gpus(self, config: TrainConfig) -> list[str]:
-        """The GPUs a run names, as devices; ValueError when this studio may not use one of them."""
+        """The GPUs a run names, as devices (none on a machine without GPUs: it trains on the CPU, whatever
+        run.yaml names); ValueError when this studio may not use one of them."""
         wanted = [str(g) for g in config.gpus]
+        if self.devices == [""]:
+            if wanted and self.gpu_problem:  # the GPUs are there but unseen: the CPU is not what was asked for
+                raise ValueError(Message("GPU {gpus} cannot be used: {problem}", gpus=", ".join(wanted),
+                                         problem=self.gpu_problem))
+            return []
         missing = [g for g in wanted if g not in self.devices]
-        if missing and self.devices != [""]:
+        if missing:
             raise ValueError(Message("GPU {missing} is not available to this studio (it may use GPU {allowed}). Choose "
                                      "other GPUs in the Train tab.", missing=", ".join(missing),
                                      allowed=", ".join(self.devices)))
-        if config.fsdp and len(wanted) < 2 and self.devices != [""]:
+        if config.fsdp and len(wanted) < 2:
             raise ValueError(Message("Sharding a model (FSDP) needs two or more GPUs. Tick them in the Train tab, or "
                                      "turn sharding off."))
         return wanted

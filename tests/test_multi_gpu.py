@@ -65,6 +65,32 @@ def test_a_run_takes_the_gpus_it_names_and_later_runs_wait_their_turn(workspace,
         queue.close()
 
 
+def test_gpus_nvml_cannot_see_are_said_and_runs_asking_for_them_refused(workspace, recording_children, monkeypatch):
+    import pynvml
+
+    from studio import gpu
+
+    def broken():
+        raise pynvml.NVMLError(pynvml.NVML_ERROR_UNKNOWN)
+
+    monkeypatch.setattr(pynvml, "nvmlInit", broken)
+    monkeypatch.setattr(gpu, "_machine_has_nvidia_gpus", lambda: False)
+    assert gpu.survey_gpus() == ([], None)  # no driver and no GPU: a CPU machine, nothing wrong
+    monkeypatch.setattr(gpu, "_machine_has_nvidia_gpus", lambda: True)  # /dev/nvidia0 is there
+    gpus, problem = gpu.survey_gpus()
+    assert gpus == [] and "cannot see this machine's NVIDIA GPUs: NVML failed (NVMLError_Unknown" in problem
+    both = create_run(workspace, TrainConfig(dataset="d", gpus=[0, 1]), owner="ana")  # queued before the start
+    queue = JobQueue(workspace, poll=0.05)
+    try:
+        assert queue.gpu_problem == problem and queue.devices == [""]
+        assert queue.wait(both.id) == "failed" and "GPU 0, 1 cannot be used: The studio cannot see" in \
+            both.status()["message"]
+        with pytest.raises(ValueError, match="GPU 1 cannot be used"):
+            queue.submit(TrainConfig(dataset="d", gpus=[1]), owner="bo")
+    finally:
+        queue.close()
+
+
 def wait_until(condition, timeout=30):
     deadline = time.time() + timeout
     while not condition():
