@@ -1,4 +1,6 @@
 """Merge and export, checked with plain transformers and peft: the merged folder must stand on its own."""
+import errno
+import itertools
 import json
 import os
 import shutil
@@ -61,6 +63,45 @@ def save_dataset(workspace: Workspace) -> None:
                {"text": "Greetings are short and kind."}]
     (folder / "records.jsonl").write_text("".join(json.dumps(r) + "\n" for r in records), encoding="utf-8")
     write_json(folder / "report.json", {"rows": 1250, "valid": 1200, "invalid": 50, "max_length": 1024})
+
+
+FAILED_CHECK = MergeCheck(2.9, 2.9, 0.80, positions=117, prompts=3, dataset_examples=0, dtype="bfloat16")
+
+
+def stand_in_merge(monkeypatch, check: MergeCheck, weights: str) -> None:
+    """The real merge is tested on its own; the tests using this are about the folders and zips around it."""
+    import studio.export.merge as merge
+
+    def merge_into(folder, *_args):
+        (folder / "weights.txt").write_text(weights)
+        return check
+
+    monkeypatch.setattr(merge, "_merge_into", merge_into)
+
+
+def fail_moves(monkeypatch, failing: range) -> None:
+    """The renames of files and folders numbered in `failing` (counting from 1) fail, as on a broken disk."""
+    calls = itertools.count(1)
+
+    def breaking(real):
+        def move(self, target):
+            if next(calls) in failing:
+                raise OSError(errno.EIO, "Input/output error")
+            return real(self, target)
+        return move
+
+    for name in ("rename", "replace"):
+        monkeypatch.setattr(Path, name, breaking(getattr(Path, name)))
+
+
+def contents(folder: Path) -> dict[str, bytes]:
+    """Every file under folder, hidden ones too, by its path there."""
+    return {p.relative_to(folder).as_posix(): p.read_bytes() for p in folder.rglob("*") if p.is_file()}
+
+
+def zipped(zip_path: Path) -> dict[str, bytes]:
+    with zipfile.ZipFile(zip_path) as zf:
+        return {name.split("/", 1)[1]: zf.read(name) for name in zf.namelist()}
 
 
 @pytest.fixture(scope="module")
@@ -287,30 +328,84 @@ def test_a_disk_that_fills_up_while_zipping_is_not_enough_space(exported, traine
         merge_run(trained_run, tmp_path / "merged", workspace=export_workspace)
 
 
-def test_a_failed_merge_check_is_not_zipped_nor_offered(exported, trained_run, export_workspace, tmp_path,
-                                                       monkeypatch):
-    import studio.export.merge as merge
+def test_a_failed_merge_check_replaces_nothing(exported, trained_run, export_workspace, tmp_path, monkeypatch):
     import studio.ui.export_tab as export_tab
     from studio.ui.context import Studio
 
-    failed = MergeCheck(0.02, 0.5, 1.0, positions=117, prompts=3, dataset_examples=0, dtype="float32")
-    assert not failed.ok
+    def shown_in_the_tab(result):
+        monkeypatch.setattr(export_tab, "merge_run", lambda *_args, **_kwargs: result)
+        return export_tab.merge(Studio(export_workspace, queue=None), trained_run.id)
 
-    def merge_stand_in(folder, *_args):
-        (folder / "model.safetensors").write_bytes(b"weights")
-        return failed
-
-    monkeypatch.setattr(merge, "_merge_into", merge_stand_in)
+    assert not FAILED_CHECK.ok
     out = tmp_path / "merged"
-    stale_zip = tmp_path / f"{trained_run.id}-merged.zip"
-    stale_zip.write_bytes(b"an earlier export's zip")
-    result = merge_run(trained_run, out, workspace=export_workspace)
-    assert result.zip_path is None and not stale_zip.exists()  # an earlier zip no longer matches the folder
-    assert (out / "model.safetensors").read_bytes() == b"weights"  # the folder is kept for a look
-
-    monkeypatch.setattr(export_tab, "merge_run", lambda *_args, **_kwargs: result)
-    message, download = export_tab.merge(Studio(export_workspace, queue=None), trained_run.id)
+    stand_in_merge(monkeypatch, FAILED_CHECK, "failed")
+    first = merge_run(trained_run, out, workspace=export_workspace)
+    assert first.merged_dir == tmp_path / "merged-failed-check" and first.zip_path is first.earlier_zip is None
+    assert (first.merged_dir / "weights.txt").read_text() == "failed"  # kept for a look, never zipped
+    message, download = shown_in_the_tab(first)
     assert download is None and message.startswith("✖") and "download the adapter alone" in message
+
+    stand_in_merge(monkeypatch, exported[0].check, "good")
+    good = merge_run(trained_run, out, workspace=export_workspace)
+    assert {p.name for p in tmp_path.iterdir()} == {"merged", good.zip_path.name}  # the failed one is gone
+    folder, zip_bytes = contents(out), good.zip_path.read_bytes()
+
+    stand_in_merge(monkeypatch, FAILED_CHECK, "failed again")
+    again = merge_run(trained_run, out, workspace=export_workspace)
+    assert contents(out) == folder and good.zip_path.read_bytes() == zip_bytes
+    assert (again.merged_dir / "weights.txt").read_text() == "failed again" and again.earlier_zip == good.zip_path
+    message, download = shown_in_the_tab(again)
+    assert download == str(good.zip_path) and "which passed its check, is kept" in message
+
+
+@pytest.mark.parametrize("step", ["merge", "card", "zip", "rename 1", "rename 2", "rename 3"])
+def test_an_export_that_breaks_off_leaves_the_earlier_one_as_it_was(step, exported, trained_run, export_workspace,
+                                                                     tmp_path, monkeypatch):
+    import studio.export.merge as merge
+
+    def broken(*_args, **_kwargs):
+        raise OSError(errno.EIO, "Input/output error")
+
+    def half_merged(folder, *_args):
+        (folder / "weights.txt").write_text("half")
+        broken()
+
+    stand_in_merge(monkeypatch, exported[0].check, "earlier")
+    merge_run(trained_run, tmp_path / "merged", workspace=export_workspace)
+    before = contents(tmp_path)
+    stand_in_merge(monkeypatch, exported[0].check, "new")
+    if step == "merge":
+        monkeypatch.setattr(merge, "_merge_into", half_merged)
+    elif step == "card":
+        monkeypatch.setattr(merge, "write_card", broken)
+    elif step == "zip":  # after the first file, inside the real zipping
+        zip_folder = merge.zip_folder
+        monkeypatch.setattr(merge, "zip_folder", lambda folder, path, progress: zip_folder(folder, path, broken))
+    else:
+        fail_moves(monkeypatch, range(int(step[-1]), int(step[-1]) + 1))
+    with pytest.raises(OSError, match="Input/output error"):
+        merge_run(trained_run, tmp_path / "merged", workspace=export_workspace)
+    assert contents(tmp_path) == before  # the folder and its zip as they were, and nothing left beside them
+
+
+@pytest.mark.parametrize("cut_at, kept", [(2, "earlier"), (3, "new")])
+def test_an_export_cut_short_is_put_right_by_the_next_one(cut_at, kept, exported, trained_run, export_workspace,
+                                                          tmp_path, monkeypatch):
+    """As a crash between two renames: every rename from one on fails, putting the earlier export back too. One
+    whole export is left, and the next export, even one that fails its check, puts it back in its place."""
+    stand_in_merge(monkeypatch, exported[0].check, "earlier")
+    earlier = merge_run(trained_run, tmp_path / "merged", workspace=export_workspace)
+    stand_in_merge(monkeypatch, exported[0].check, "new")
+    with monkeypatch.context() as broken_disk:
+        fail_moves(broken_disk, range(cut_at, 100))
+        with pytest.raises(OSError, match="Input/output error"):
+            merge_run(trained_run, tmp_path / "merged", workspace=export_workspace)
+
+    stand_in_merge(monkeypatch, FAILED_CHECK, "failed")
+    result = merge_run(trained_run, tmp_path / "merged", workspace=export_workspace)
+    assert (earlier.merged_dir / "weights.txt").read_text() == kept
+    assert zipped(earlier.zip_path) == contents(earlier.merged_dir) and result.earlier_zip == earlier.zip_path
+    assert {p.name for p in tmp_path.iterdir()} == {"merged", "merged-failed-check", earlier.zip_path.name}
 
 
 def test_running_out_of_gpu_memory_says_what_to_do(trained_run, export_workspace, tmp_path, monkeypatch):
@@ -353,19 +448,11 @@ def test_merge_check_verdict(numbers, ok):
 
 
 def test_a_new_export_replaces_an_earlier_one(exported, trained_run, export_workspace, tmp_path, monkeypatch):
-    import studio.export.merge as merge
-
-    made = []
-
-    def merge_stand_in(folder, *_args):  # the real merge is tested above; this is about the folder swap
-        made.append(folder)
-        (folder / "weights.txt").write_text(f"export {len(made)}")
-        return exported[0].check
-
-    monkeypatch.setattr(merge, "_merge_into", merge_stand_in)
     out = tmp_path / "out" / "merged"
+    stand_in_merge(monkeypatch, exported[0].check, "export 1")
     merge_run(trained_run, out, workspace=export_workspace, make_zip=False)
     (out / "stale.txt").write_text("from the first export")
+    stand_in_merge(monkeypatch, exported[0].check, "export 2")
     merge_run(trained_run, out, workspace=export_workspace, make_zip=False)
     assert sorted(p.name for p in out.iterdir()) == ["README.md", "curves.png", "studio-export.json", "weights.txt"]
     assert (out / "weights.txt").read_text() == "export 2"

@@ -15,8 +15,8 @@ def register(subparsers) -> None:
         "merge", help="merge a run's adapter into its base model and save a standalone model",
         description="Reload the run's base model in 16-bit, merge the LoRA adapter into it, check that the merged "
                     "model answers like base + adapter, and save safetensors, tokenizer and a model card. "
-                    "Exit status: 0 done, 1 saved but the merge check failed, 2 nothing saved (the reason is "
-                    "printed).")
+                    "Exit status: 0 done, 1 the merge check failed (that model is saved beside as DIR-failed-check; an "
+                    "earlier export in DIR stays as it was), 2 nothing saved (the reason is printed).")
     parser.add_argument("run", metavar="RUN", help="a run folder (it holds run.yaml) or a run id in the workspace")
     parser.add_argument("--out", metavar="DIR",
                         help="where to save the merged model (default: workspace/exports/<run-id>/merged)")
@@ -38,6 +38,8 @@ def run_merge(args: argparse.Namespace) -> int:
     if result.zip_path:
         print(f"Zip:          {result.zip_path}")
     if not result.check.ok:
+        if result.earlier_zip:
+            print(f"Kept:         {result.earlier_zip} (an earlier export, which passed its check)")
         print("error: the merge check failed; the files were saved, but use the adapter instead", file=sys.stderr)
         return 1
     return 0

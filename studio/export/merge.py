@@ -1,5 +1,7 @@
 """Merge a run's LoRA adapter into its base model and save a standalone model folder (and its zip).
 
+A new export takes an earlier one's place only once it is whole and has passed its check (see _swap_in).
+
 The base is always reloaded in 16-bit (float32 on a CPU), whatever precision the run trained in: merging into
 4-bit weights would round most of the adapter away.
 """
@@ -39,6 +41,7 @@ class ExportResult:
     card_path: Path
     check: MergeCheck
     size_bytes: int  # of the merged folder
+    earlier_zip: Path | None = None  # a model that fails its check replaces nothing: the earlier zip still offered
 
 
 def merge_run(run: Run, out_dir: str | Path | None = None, *, workspace: Workspace, make_zip: bool = True,
@@ -52,8 +55,9 @@ def merge_run(run: Run, out_dir: str | Path | None = None, *, workspace: Workspa
     require_adapter(run)
     config = run.config
     target = (Path(out_dir).expanduser() if out_dir else export_folder(workspace, run) / "merged").resolve()
-    require_replaceable(target)
-    zip_path = target.parent / f"{safe_name(run.id, 'run')}-merged.zip" if make_zip else None
+    for folder in (target, _failed_folder(target)):
+        require_replaceable(folder)
+    zip_path = target.parent / f"{safe_name(run.id, 'run')}-merged.zip"
 
     base = resolve_model(config.model, workspace, progress=lambda message: report(0.01, message))
     dtype = compute_dtype()
@@ -62,13 +66,14 @@ def merge_run(run: Run, out_dir: str | Path | None = None, *, workspace: Workspa
     what = Message("the merged model and its zip") if make_zip else Message("the merged model")
     require_free_space(target.parent, needed, what)
     with _plain_failures(target.parent, needed, what):
-        return _merge_and_save(run, target, zip_path, base, weight_bytes, workspace, report)
+        return _merge_and_save(run, target, zip_path, make_zip, base, weight_bytes, workspace, report)
 
 
-def _merge_and_save(run: Run, target: Path, zip_path: Path | None, base: str, weight_bytes: int,
+def _merge_and_save(run: Run, target: Path, zip_path: Path, make_zip: bool, base: str, weight_bytes: int,
                     workspace: Workspace, report: Progress) -> ExportResult:
     config = run.config
     target.parent.mkdir(parents=True, exist_ok=True)
+    _recover(target, zip_path)
     staging = target.with_name(f".{target.name}.partial-{uuid.uuid4().hex[:12]}")
     staging.mkdir()
     try:
@@ -80,22 +85,30 @@ def _merge_and_save(run: Run, target: Path, zip_path: Path | None, base: str, we
         write_json(staging / MARKER, {"run_id": run.id, "base_model": config.model, "created": time.time(),
                                       "check": check.to_dict()})
         report(0.8, Message("Writing the model card"))
-        card_path = target / write_card(staging, run, workspace, check).name
-        _replace_folder(staging, target)
+        card = write_card(staging, run, workspace, check).name
+        if check.ok:
+            if make_zip:
+                report(0.82, Message("Zipping the merged model into {file}", file=zip_path.name))
+                zip_folder(staging, staging / zip_path.name,  # inside the folder until it is in place
+                           progress=lambda fraction, message: report(0.82 + 0.17 * fraction, message))
+            _swap_in(staging, target, zip_path)
+            shutil.rmtree(_failed_folder(target), ignore_errors=True)  # a failed attempt before it is of no use now
+            folder = target
+        else:
+            # Only a model that answers like base + adapter goes where downloads come from; this one replaces
+            # nothing and is kept beside it for a look.
+            folder = _failed_folder(target)
+            shutil.rmtree(folder, ignore_errors=True)
+            staging.rename(folder)
     finally:
         shutil.rmtree(staging, ignore_errors=True)  # only left after a failure: no half folder stays behind
 
-    if zip_path and not check.ok:
-        # A model that does not answer like base + adapter is kept for a look, but never offered as a download;
-        # a zip of an earlier export would no longer match the folder, so it goes too.
-        zip_path.unlink(missing_ok=True)
-        zip_path = None
-    if zip_path:
-        report(0.82, Message("Zipping the merged model into {file}", file=zip_path.name))
-        zip_folder(target, zip_path, progress=lambda fraction, message: report(0.82 + 0.17 * fraction, message))
-    size = sum(p.stat().st_size for p in target.rglob("*") if p.is_file())
-    report(1.0, Message("Done: {folder} ({size})", folder=str(target), size=human_size(size)))
-    return ExportResult(run.id, target, zip_path, card_path, check, size)
+    size = sum(p.stat().st_size for p in folder.rglob("*") if p.is_file())
+    report(1.0, Message("Done: {folder} ({size})", folder=str(folder), size=human_size(size)))
+    if check.ok:
+        return ExportResult(run.id, folder, zip_path if make_zip else None, folder / card, check, size)
+    return ExportResult(run.id, folder, None, folder / card, check, size,
+                        earlier_zip=zip_path if zip_path.exists() else None)
 
 
 @contextmanager
@@ -158,16 +171,49 @@ def _merge_into(folder: Path, run: Run, base: str, examples: list[dict], report:
     return check
 
 
-def _replace_folder(new: Path, target: Path) -> None:
-    """Put `new` where `target` is; an earlier export there stays whole until the new one is complete."""
-    old = target.with_name(f".{target.name}.replaced")
-    shutil.rmtree(old, ignore_errors=True)  # left by a crash between the two renames below
+def _failed_folder(target: Path) -> Path:
+    return target.with_name(f"{target.name}-failed-check")
+
+
+def _swap_in(staging: Path, target: Path, zip_path: Path) -> None:
+    """Put the finished export in `staging` where `target` is, by renames that each leave one whole export in
+    reach: the earlier one goes aside, the new one in, its zip beside it, and only then is the earlier one
+    deleted. An error on the way puts the earlier export back; after a crash, the next export's _recover does."""
+    aside = _aside(target)
     if target.exists():
-        target.rename(old)
+        target.rename(aside)
     try:
-        new.rename(target)
-    except OSError:
-        if old.exists():
-            old.rename(target)  # put the earlier export back rather than lose it
+        staging.rename(target)
+        if not _move_zip_out(target, zip_path):
+            zip_path.unlink(missing_ok=True)  # an earlier export's zip would not match the new folder
+    except BaseException:
+        if not staging.exists():  # the new folder went in: out again
+            target.rename(staging)
+        if aside.exists():
+            aside.rename(target)
         raise
-    shutil.rmtree(old, ignore_errors=True)
+    shutil.rmtree(aside, ignore_errors=True)
+
+
+def _recover(target: Path, zip_path: Path) -> None:
+    """Finish a _swap_in that a crash cut short. Once the new folder is in, it stays and its zip follows it;
+    before that, the earlier export comes back from aside. The only whole copy is never the one deleted."""
+    aside = _aside(target)
+    if target.exists():
+        _move_zip_out(target, zip_path)
+        shutil.rmtree(aside, ignore_errors=True)
+    elif aside.exists():
+        aside.rename(target)
+
+
+def _move_zip_out(folder: Path, zip_path: Path) -> bool:
+    """The new zip is made inside its folder, so that no crash can part them; it moves beside it last."""
+    made = folder / zip_path.name
+    if not made.exists():
+        return False
+    made.replace(zip_path)
+    return True
+
+
+def _aside(target: Path) -> Path:
+    return target.with_name(f".{target.name}.replaced")  # as older versions named it: theirs come back too

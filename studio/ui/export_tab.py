@@ -24,9 +24,13 @@ def merge(studio: Studio, run_id: str, progress=None, t: Translator = english) -
     except (ExportError, ValueError, OSError) as e:
         return f"❌ {t.message(e)}", None
     check = result.check
-    if not check.ok:  # nothing to download: the message sends people to the adapter alone
-        return (t("✖ The merged model does not match base + adapter closely enough — download the adapter alone "
-                  "instead.") + f"\n\n{t.message(check.verdict)}"), None
+    if not check.ok:  # the message sends people to the adapter alone, or to the earlier export still in place
+        message = t("✖ The merged model does not match base + adapter closely enough — download the adapter alone "
+                    "instead.") + f"\n\n{t.message(check.verdict)}"
+        if not result.earlier_zip:
+            return message, None
+        kept = t("The earlier merged model of this run, which passed its check, is kept: you can download it below.")
+        return f"{message}\n\n{kept}", str(result.earlier_zip)
     return (t("✔ The merged model matches base + adapter.") + f"\n\n{t.message(check.verdict)}\n\n"
             + t("Saved in `{folder}` ({size:.2f} GB). The zip holds the model, its tokenizer and a model card "
                 "(README.md) that says how to load it.", folder=result.merged_dir, size=result.size_bytes / 2**30)), \
