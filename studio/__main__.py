@@ -1,4 +1,4 @@
-"""The command line: python -m studio {data,train,chat,merge} ... (each area adds its own command)."""
+"""The command line: python -m studio {data,train,eval,chat,merge} ... (each area adds its own command)."""
 from __future__ import annotations
 
 import argparse
@@ -7,7 +7,7 @@ import sys
 
 # command -> the module whose register(subparsers) adds it and sets args.func(args) -> exit code
 COMMANDS = {"data": "studio.data.cli", "train": "studio.training.cli", "chat": "studio.inference.cli",
-            "merge": "studio.export.cli"}
+            "eval": "studio.evaluation.cli", "merge": "studio.export.cli"}
 
 
 def build_parser(only: str | None = None) -> argparse.ArgumentParser:

@@ -5,12 +5,12 @@ from .readers import Table, read_table
 from .records import normalise
 from .report import DatasetReport, count_tokens, inspect_file
 from .shapes import FIELDS, FORMATS, detect_format
-from .stats import histogram, split, token_stats
+from .stats import histogram, split, token_stats, training_count
 from .store import list_datasets, load_records, save_dataset
 from .templating import render_segments, tokenize_record
 
 __all__ = [
     "DatasetError", "Problem", "Table", "read_table", "normalise", "DatasetReport", "count_tokens",
-    "inspect_file", "FIELDS", "FORMATS", "detect_format", "histogram", "split", "token_stats", "list_datasets",
-    "load_records", "save_dataset", "render_segments", "tokenize_record",
+    "inspect_file", "FIELDS", "FORMATS", "detect_format", "histogram", "split", "token_stats", "training_count",
+    "list_datasets", "load_records", "save_dataset", "render_segments", "tokenize_record",
 ]

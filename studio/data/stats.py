@@ -42,6 +42,12 @@ def histogram(lengths: list[int], bins: int = 20) -> dict:
     return {"counts": counts, "edges": [low + i * width for i in range(bins + 1)]}
 
 
+def training_count(rows: int, val_fraction: float) -> int:
+    """How many of `rows` records split() keeps for training."""
+    held_out = min(max(round(rows * val_fraction), 1), rows - 1) if val_fraction > 0 and rows >= 2 else 0
+    return rows - held_out
+
+
 def split(records: list, val_fraction: float, seed: int) -> tuple[list, list]:
     """Training and validation records, the same for the same seed; both keep the records' order.
     With val_fraction > 0 and at least two records, validation gets at least one and training keeps one."""
@@ -49,8 +55,7 @@ def split(records: list, val_fraction: float, seed: int) -> tuple[list, list]:
         raise DatasetError(Message("The validation fraction must be at least 0 and below 1 (got {value}).",
                                    value=val_fraction))
     n = len(records)
-    n_val = min(max(round(n * val_fraction), 1), n - 1) if val_fraction > 0 and n >= 2 else 0
-    chosen = set(random.Random(seed).sample(range(n), n_val))
+    chosen = set(random.Random(seed).sample(range(n), n - training_count(n, val_fraction)))
     train = [r for i, r in enumerate(records) if i not in chosen]
     val = [r for i, r in enumerate(records) if i in chosen]
     return train, val

@@ -192,15 +192,15 @@ class ChatStream:
         ids = [tokenizer(render(tokenizer, r.messages), add_special_tokens=False)["input_ids"] for r in self.rows]
         batch = tokenizer.pad({"input_ids": ids}, padding=True, padding_side="left", return_tensors="pt")
         batch = batch.to(model.device)
-        eos_ids = _eos_ids(model, tokenizer)
+        ends = eos_ids(model, tokenizer)
         clock = _StopAndClock(self.stop_event)
         with routing.route(session.names):
-            output = model.generate(**batch, streamer=_RowStreamer(tokenizer, len(self.rows), eos_ids, self._pieces),
+            output = model.generate(**batch, streamer=_RowStreamer(tokenizer, len(self.rows), ends, self._pieces),
                                     generation_config=self.settings.generation_config(
-                                        model.generation_config, eos_ids, tokenizer.pad_token_id),
+                                        model.generation_config, ends, tokenizer.pad_token_id),
                                     stopping_criteria=StoppingCriteriaList([clock]))
         new_tokens = output[:, batch["input_ids"].shape[1]:].tolist()
-        self.answers = [self._answer(i, tokens, eos_ids, clock, session, tokenizer)
+        self.answers = [self._answer(i, tokens, ends, clock, session, tokenizer)
                         for i, tokens in enumerate(new_tokens)]
 
     def _answer(self, i: int, tokens: list[int], eos_ids: list[int], clock, session, tokenizer) -> Answer:
@@ -243,7 +243,8 @@ def compare(pool: ModelPool, model_path: str, prompt: str, *, left: str | None =
                       settings, quantization, stop_event)
 
 
-def _eos_ids(model, tokenizer) -> list[int]:
+def eos_ids(model, tokenizer) -> list[int]:
+    """The tokens that end an answer: the model's configured ones and the tokenizer's end of text."""
     configured = model.generation_config.eos_token_id
     ids = set(configured if isinstance(configured, list) else [] if configured is None else [configured])
     if tokenizer.eos_token_id is not None:

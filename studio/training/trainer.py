@@ -50,9 +50,6 @@ def train_run(run: Run, workspace: Workspace) -> str:
         message = Message("Training failed: {error_type}: {error}. The log below has the details.",
                           error_type=type(e).__name__, error=str(e))
         traceback.print_exc()
-    finally:
-        if main:
-            draw_curves(run)
     if main or state == "failed":
         print(message, flush=True)
     if main:
@@ -61,6 +58,11 @@ def train_run(run: Run, workspace: Workspace) -> str:
         # Another GPU's process failed (out of memory on the longest rows, say): the launcher then ends the
         # main one before it can write anything, so this process says why, once.
         run.set_status(state="failed", message=message, ended=time.time(), pid=None)
+    if main:  # after the status: a picture that cannot be drawn must not leave the run 'running'
+        try:
+            draw_curves(run)
+        except Exception:  # noqa: BLE001 - the charts in the page come from metrics.jsonl all the same
+            traceback.print_exc()
     return state
 
 
@@ -106,7 +108,25 @@ def _train(run: Run, config: TrainConfig, workspace: Workspace) -> str:
         trainer.accelerator.state.fsdp_plugin.set_state_dict_type("FULL_STATE_DICT")
     trainer.save_model(str(run.adapter_dir))  # the adapter and the tokenizer, written by the main process only
     say(f"Adapter saved to {run.adapter_dir}", flush=True)
-    return "stopped" if recorder.stopped else "completed"
+    if recorder.stopped:  # a stop must be quick; its report card can be made on demand
+        return "stopped"
+    if is_main_process() and not trainer.is_fsdp_enabled:  # a sharded model cannot answer from one process
+        _report_card(run, trainer.model, tokenizer, config, records)
+    return "completed"
+
+
+def _report_card(run: Run, model, tokenizer, config: TrainConfig, records: list[dict]) -> None:
+    """Did it work? The answer, in the run folder, made while the trained model is still loaded."""
+    from ..evaluation import evaluate_trained
+
+    run.set_status(message=Message("Making the report card: base model and adapter answer the held-out prompts."))
+    try:
+        card = evaluate_trained(run, model, tokenizer, config, records, progress=lambda m: print(m, flush=True))
+    except Exception:  # noqa: BLE001 - the adapter is saved and good; only the card is missing, and can be redone
+        traceback.print_exc()
+        print("The report card could not be made; evaluate the run again from the Train tab.", flush=True)
+        return
+    print(f"Report card: {card['verdict_text']} {card['next_step']}", flush=True)
 
 
 def _evaluated_last_step(state) -> bool:

@@ -1,0 +1,61 @@
+"""Report cards for runs: right after training, with the model still loaded, or later, on demand, against the
+run's own data or any other dataset. Each is saved in the run folder: report.json for the run's own data,
+reports/<dataset>.json for other data."""
+from __future__ import annotations
+
+from pathlib import Path
+
+from ..config import TrainConfig
+from ..data import load_records
+from ..runs import Run
+from ..workspace import Workspace, read_json, safe_name, write_json
+from .report_card import choose_examples, make_report_card
+
+
+def card_path(run: Run, data: str | None = None) -> Path:
+    """Where a run's report card for `data` lives (None: the data it trained on)."""
+    if not data:
+        return run.path / "report.json"
+    return run.path / "reports" / f"{safe_name(Path(data).stem if Path(data).suffix else data, 'data')}.json"
+
+
+def read_card(run: Run, data: str | None = None) -> dict | None:
+    return read_json(card_path(run, data), None)
+
+
+def evaluate_trained(run: Run, model, tokenizer, config: TrainConfig, records: list[dict],
+                     progress=print) -> dict:
+    """The report card of a run that just trained, on the examples it held out (the model is a PeftModel)."""
+    source, examples, training = choose_examples(records, config.val_fraction, config.seed, other_data=False)
+    card = make_report_card(model, tokenizer, source, examples, training, progress)
+    return _save(run, card, data=None, data_label=config.dataset)
+
+
+def evaluate_run(run: Run, workspace: Workspace, data: str | None = None, progress=print) -> dict:
+    """Load the run's base model and adapter and make its report card for `data` (default: its own data)."""
+    from peft import PeftModel
+
+    from ..models import load_base_model, load_tokenizer, resolve_model
+
+    config = run.config
+    if not run.has_adapter():
+        raise FileNotFoundError(f"Run {run.id} has no adapter yet: evaluate it once it has finished or stopped.")
+    records, _ = load_records(data or config.dataset, workspace)
+    source, examples, training = choose_examples(records, config.val_fraction, config.seed,
+                                                 other_data=bool(data) and data != config.dataset)
+    model_path = resolve_model(config.model, workspace, progress=progress)
+    progress(f"Loading {config.model} and the adapter of {run.id}")
+    tokenizer = load_tokenizer(model_path)
+    model = PeftModel.from_pretrained(load_base_model(model_path, config.quantization, config.double_quant),
+                                      str(run.adapter_dir))
+    card = make_report_card(model, tokenizer, source, examples, training, progress)
+    same = not data or data == config.dataset
+    return _save(run, card, data=None if same else data, data_label=data or config.dataset)
+
+
+def _save(run: Run, card: dict, data: str | None, data_label: str) -> dict:
+    card = {"run": run.id, "data": data_label, **card}
+    path = card_path(run, data)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    write_json(path, card)
+    return card

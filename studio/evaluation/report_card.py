@@ -1,0 +1,194 @@
+"""The report card: did the run teach the model what its data shows?
+
+Base and adapter answer the same prompts, ones the run never trained on when it held some out. For each, the
+card keeps the expected answer, both answers, how likely each model finds the expected answer (mean
+log-likelihood per token) and how close each answer is to it (chrF, from sacrebleu: character n-grams, so it
+works for any language and script, Chinese included). A verdict in plain words says what to do next.
+"""
+from __future__ import annotations
+
+import math
+import random
+import statistics
+import time
+from dataclasses import dataclass
+
+from ..data import split
+from ..messages import Message, fields
+
+SCHEMA = 1
+ANSWERED = 6  # prompts both models answer: enough to read, about a minute on a laptop's CPU for a small model
+TRAINING_SCORED = 8  # training examples scored by likelihood alone, to tell learning apart from memorising
+MAX_NEW_TOKENS = 160
+
+# The verdict's thresholds. chrF is 0-100; a style or format change moves it by 10 points and more on the
+# tests' data, a run that learned nothing by under 2. A likelihood gain is the ratio of the expected answers'
+# per-token likelihood, adapter over base: 1.0 means no change.
+CHRF_LEARNED = 5.0
+GAIN_LEARNED = 1.5
+GAIN_MEMORISED = 2.0  # on training examples, while the held-out ones stay under GAIN_LEARNED and CHRF_LEARNED
+
+VERDICTS = {
+    "learned": (Message("It learned: on prompts it never saw, the adapter's answers moved toward the expected ones."),
+                Message("Chat with it in the Chat tab, then export it.")),
+    "learned_training": (Message("It learned the training examples. None were held out, so whether it does as well "
+                                 "on new prompts is not known."),
+                         Message("Keep a share for validation (Advanced settings) to know, or try it in the Chat "
+                                 "tab.")),
+    "memorised": (Message("It fits the training examples but not the held-out ones: it memorised instead of "
+                          "learning the pattern."),
+                  Message("Use fewer passes (epochs) or more examples; a smaller rank helps too.")),
+    "barely_changed": (Message("It barely changed: the adapter answers much like the base model."),
+                       Message("Train longer (more passes) or raise the learning rate, and check in the Dataset tab "
+                               "that the answers show what you want it to learn.")),
+    "worse": (Message("Its answers moved away from the expected ones."),
+              Message("Lower the learning rate (halve it) and check the examples in the Dataset tab.")),
+}
+
+
+@dataclass
+class Example:
+    prompt: list[dict] | str  # the conversation before the expected answer, or the start of a raw text
+    expected: str
+
+    @classmethod
+    def of(cls, record: dict) -> Example | None:
+        """A conversation's last answer, or a raw text's second half; None when there is no answer to expect."""
+        if "messages" in record:
+            messages = record["messages"]
+            last = max((i for i, m in enumerate(messages) if m["role"] == "assistant"), default=None)
+            if not last or not messages[last]["content"].strip():  # no answer, or one with no prompt before it
+                return None
+            return cls(messages[:last], messages[last]["content"])
+        words = record.get("text", "").split(" ")
+        if len(words) < 4:
+            return None
+        half = len(words) // 2
+        return cls(" ".join(words[:half]), " " + " ".join(words[half:]))
+
+    def prompt_text(self, tokenizer) -> str:
+        if isinstance(self.prompt, str):
+            return self.prompt
+        from ..inference.generate import render
+
+        return render(tokenizer, self.prompt)
+
+
+def choose_examples(records: list[dict], val_fraction: float, seed: int, other_data: bool) -> tuple[str, list, list]:
+    """(where the answered examples come from, those examples, training examples to score).
+
+    For the run's own data: the validation split it held out (the same split training made), else a labelled
+    handful of its training examples. For other data: a fixed sample of it, and no training examples."""
+    usable = lambda part: [e for e in map(Example.of, part) if e is not None]  # noqa: E731
+    if other_data:
+        chosen = usable(records)
+        return "other", random.Random(seed).sample(chosen, min(ANSWERED, len(chosen))), []
+    train, held_out = split(records, val_fraction, seed)
+    training = usable(train)[:TRAINING_SCORED]
+    if usable(held_out):
+        return "held_out", usable(held_out)[:ANSWERED], training
+    return "training", training[:ANSWERED], training
+
+
+def make_report_card(model, tokenizer, source: str, examples: list[Example], training: list[Example],
+                     progress=lambda _m: None) -> dict:
+    """The card for a PeftModel with its adapter active; the base model is the same one with it disabled."""
+    import torch
+
+    if not examples:
+        raise ValueError(Message("There is nothing to evaluate: no example has an answer to compare with."))
+    model.eval()
+    if getattr(model.config, "_attn_implementation", "sdpa") not in ("sdpa", "eager"):
+        model.set_attn_implementation("sdpa")  # training's padding-free kernel does not take padded batches
+    started = time.time()
+    with torch.no_grad():
+        progress("Report card: scoring the expected answers")
+        adapter_nll = answer_nll(model, tokenizer, examples + training)
+        with model.disable_adapter():
+            base_nll = answer_nll(model, tokenizer, examples + training)
+            progress("Report card: the base model answers")
+            base_answers = generate(model, tokenizer, examples)
+        progress("Report card: the adapter answers")
+        adapter_answers = generate(model, tokenizer, examples)
+    rows = []
+    for i, example in enumerate(examples):
+        rows.append({"prompt": example.prompt, "expected": example.expected, "base": base_answers[i],
+                     "adapter": adapter_answers[i], "base_nll": round(base_nll[i], 4),
+                     "adapter_nll": round(adapter_nll[i], 4),
+                     "likelihood_gain": round(math.exp(base_nll[i] - adapter_nll[i]), 3),
+                     "base_chrf": round(chrf(base_answers[i], example.expected), 2),
+                     "adapter_chrf": round(chrf(adapter_answers[i], example.expected), 2)})
+    n = len(examples)
+    overall = {
+        "examples": n,
+        "base_nll": round(statistics.fmean(base_nll[:n]), 4),
+        "adapter_nll": round(statistics.fmean(adapter_nll[:n]), 4),
+        "likelihood_gain": round(math.exp(statistics.fmean(base_nll[:n]) - statistics.fmean(adapter_nll[:n])), 3),
+        "base_chrf": round(statistics.fmean(r["base_chrf"] for r in rows), 2),
+        "adapter_chrf": round(statistics.fmean(r["adapter_chrf"] for r in rows), 2),
+        "changed_answers": round(sum(r["base"] != r["adapter"] for r in rows) / n, 3),
+        "training_likelihood_gain": round(math.exp(statistics.fmean(base_nll[n:]) - statistics.fmean(adapter_nll[n:])),
+                                          3) if training else None,
+    }
+    overall["chrf_gain"] = round(overall["adapter_chrf"] - overall["base_chrf"], 2)
+    verdict = judge(source, overall)
+    said, next_step = VERDICTS[verdict]
+    return {"schema": SCHEMA, "made": time.time(), "seconds": round(time.time() - started, 1), "source": source,
+            "metrics": {"likelihood": "mean log-likelihood per token of the expected answer (nll: its negative)",
+                        "similarity": f"chrF, sacrebleu {_sacrebleu_version()}"},
+            "overall": overall, "verdict": verdict, **fields(said, "verdict_text"), **fields(next_step, "next_step"),
+            "examples": rows}
+
+
+def judge(source: str, overall: dict) -> str:
+    """One of VERDICTS, from the overall figures."""
+    moved = overall["chrf_gain"] >= CHRF_LEARNED or overall["likelihood_gain"] >= GAIN_LEARNED
+    if moved:
+        return "learned_training" if source == "training" else "learned"
+    memorised = (overall["training_likelihood_gain"] or 0) >= GAIN_MEMORISED
+    if source == "held_out" and memorised:
+        return "memorised"
+    if overall["chrf_gain"] <= -CHRF_LEARNED and overall["likelihood_gain"] < 1:
+        return "worse"
+    return "barely_changed"
+
+
+def answer_nll(model, tokenizer, examples: list[Example]) -> list[float]:
+    """For each example, the mean negative log-likelihood per token of its expected answer after its prompt."""
+    import torch
+
+    losses = []
+    for example in examples:  # one at a time: no padding to get wrong, and the examples are few
+        prompt = tokenizer(example.prompt_text(tokenizer), add_special_tokens=False)["input_ids"]
+        full = tokenizer(example.prompt_text(tokenizer) + example.expected, add_special_tokens=False)["input_ids"]
+        ids = torch.tensor([full], device=model.device)
+        labels = ids.clone()
+        labels[0, :len(prompt)] = -100  # only the answer's tokens count
+        losses.append(float(model(input_ids=ids, labels=labels).loss))
+    return losses
+
+
+def generate(model, tokenizer, examples: list[Example]) -> list[str]:
+    """Greedy answers to every example's prompt, in one left-padded batch."""
+    from ..inference.generate import eos_ids
+
+    ids = [tokenizer(e.prompt_text(tokenizer), add_special_tokens=False)["input_ids"] for e in examples]
+    batch = tokenizer.pad({"input_ids": ids}, padding=True, padding_side="left", return_tensors="pt").to(model.device)
+    longest = max(len(tokenizer(e.expected, add_special_tokens=False)["input_ids"]) for e in examples)
+    out = model.generate(**batch, do_sample=False, temperature=None, top_p=None, top_k=None,
+                         max_new_tokens=min(MAX_NEW_TOKENS, 2 * longest + 16), eos_token_id=eos_ids(model, tokenizer),
+                         pad_token_id=tokenizer.pad_token_id if tokenizer.pad_token_id is not None
+                         else tokenizer.eos_token_id)
+    return [tokenizer.decode(row[batch["input_ids"].shape[1]:], skip_special_tokens=True).strip() for row in out]
+
+
+def chrf(answer: str, expected: str) -> float:
+    from sacrebleu.metrics import CHRF
+
+    return CHRF().sentence_score(answer, [expected]).score
+
+
+def _sacrebleu_version() -> str:
+    import sacrebleu
+
+    return sacrebleu.__version__
