@@ -50,6 +50,7 @@ class TrainConfig:
     eval_steps: int = 0
     save_steps: int = 50
     early_stopping_patience: int = 0
+    report_card: bool = True  # base vs adapter on held-out prompts when the run ends (studio/evaluation)
     gpus: list[int] = field(default_factory=list)
     fsdp: bool = False
 
@@ -221,10 +222,10 @@ def config_from_preset(preset: Preset, **overrides) -> TrainConfig:
 
 def suggest_for_size(rows: int, mean_tokens: float | None = None, max_length: int | None = None) -> dict:
     """Rank, learning rate and epochs that usually work for a dataset of this many rows; and packing, when
-    its rows average under half the max length and there are enough of them to fill steps."""
+    its rows average under half the max length and there are enough of them to fill steps. Under 1,000 rows
+    only the rank: the passes and learning rate of small datasets are training/small_data.py's rule."""
     if rows < 1000:
-        tip = {"lora_r": 8, "lora_alpha": 16, "learning_rate": 3e-4, "epochs": 4.0,
-               "why": "under 1,000 rows: a small rank and a few more passes over the data"}
+        tip = {"lora_r": 8, "lora_alpha": 16, "why": "under 1,000 rows: a small rank is enough"}
     elif rows <= 10_000:
         tip = {"lora_r": 16, "lora_alpha": 32, "learning_rate": 2e-4, "epochs": 2.0,
                "why": "1,000 to 10,000 rows: a medium rank, two or three passes"}

@@ -99,8 +99,8 @@ def estimate(shape: dict, config: TrainConfig, gpu_gb: float | None = None, toke
                     round(total_gb, 2), gpu_gb, checkpointing)
 
 
-def estimate_for(model_path: str, config: TrainConfig) -> Estimate:
-    """The estimate for a model folder or hub id and the smallest visible GPU."""
+def estimate_for(model_path: str, config: TrainConfig, tokens: int | None = None) -> Estimate:
+    """The estimate for a model folder or hub id and the smallest visible GPU; `tokens` as for estimate()."""
     from transformers import AutoConfig
 
     from ..gpu import list_gpus
@@ -109,7 +109,7 @@ def estimate_for(model_path: str, config: TrainConfig) -> Estimate:
     gpus = list_gpus()
     gpu_gb = min((g["total_gb"] for g in gpus), default=None)
     return estimate(model_shape(AutoConfig.from_pretrained(model_path, trust_remote_code=allow_remote_code())),
-                    config, gpu_gb, liger=liger_installed())
+                    config, gpu_gb, tokens, liger=liger_installed())
 
 
 def choose_checkpointing(model_path: str, config: TrainConfig, tokens: int) -> bool:
