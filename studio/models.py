@@ -2,6 +2,7 @@
 from __future__ import annotations
 
 import importlib.util
+import logging
 import os
 import threading
 from pathlib import Path
@@ -19,6 +20,13 @@ _CONVERTING = threading.Lock()  # two tabs asking for the same model at once con
 # transformers 5.23 loses tied output weights when two models load at once in one process (seen with the
 # chat pool): every load in the app takes this lock. Re-entrant, so a caller may hold it around a load.
 MODEL_LOADS = threading.RLock()
+
+
+# On CPUs with AVX512-BF16, bitsandbytes tries to download a faster 4-bit kernel from the model hub when it is
+# imported, and warns on every run that cannot reach the hub (a lab machine offline, every test). The CPU path it
+# falls back to is the one it always had; the warning only alarms people reading the run's log.
+logging.getLogger("bitsandbytes.backends.cpu.ops").addFilter(lambda record: "kernels-community" not in
+                                                             record.getMessage())
 
 
 class ModelNotFound(ValueError):
@@ -143,9 +151,10 @@ def quantization_config(quantization: str, double_quant: bool = True):
 
 
 def load_base_model(path: str, quantization: str = "4bit", double_quant: bool = True, device_map=None,
-                    sharded: bool = False):
+                    sharded: bool = False, dtype=None):
     """A base model for training or chat, quantised as asked, on the GPU when there is one: in each process of
-    a multi-GPU run, that process's own GPU; with `sharded`, left where FSDP takes it from to shard it."""
+    a multi-GPU run, that process's own GPU; with `sharded`, left where FSDP takes it from to shard it. Its
+    unquantised weights are in `dtype`, by default compute_dtype()."""
     import torch
     from transformers import AutoModelForCausalLM
 
@@ -157,7 +166,7 @@ def load_base_model(path: str, quantization: str = "4bit", double_quant: bool = 
         device_map = {"": "cpu"}
     with MODEL_LOADS:
         return AutoModelForCausalLM.from_pretrained(
-            path, dtype=compute_dtype(), quantization_config=quantization_config(quantization, double_quant),
+            path, dtype=dtype or compute_dtype(), quantization_config=quantization_config(quantization, double_quant),
             device_map=device_map, trust_remote_code=allow_remote_code())
 
 

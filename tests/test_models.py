@@ -33,3 +33,15 @@ def test_models_that_cannot_be_had_say_what_to_do(workspace, spec, message):
 def test_a_folder_without_config_is_refused(workspace, tmp_path):
     with pytest.raises(ModelNotFound, match="holds no config.json"):
         resolve_model(str(tmp_path), workspace)
+
+
+def test_bitsandbytes_hub_kernel_warning_stays_out_of_the_log(caplog):
+    import logging
+
+    import studio.models  # noqa: F401 - installs the filter
+
+    logger = logging.getLogger("bitsandbytes.backends.cpu.ops")
+    with caplog.at_level(logging.WARNING):
+        logger.warning("Failed to load CPU gemm_4bit_forward from kernels-community: %s. Please make sure", "offline")
+        logger.warning("something else")
+    assert [r.getMessage() for r in caplog.records] == ["something else"]
