@@ -1,4 +1,4 @@
-"""The command line: python -m studio {data,train,eval,chat,merge} ... (each area adds its own command)."""
+"""The command line: python -m studio {data,train,runs,eval,chat,merge} ... (each area adds its own command)."""
 from __future__ import annotations
 
 import argparse
@@ -6,8 +6,8 @@ import importlib
 import sys
 
 # command -> the module whose register(subparsers) adds it and sets args.func(args) -> exit code
-COMMANDS = {"data": "studio.data.cli", "train": "studio.training.cli", "chat": "studio.inference.cli",
-            "eval": "studio.evaluation.cli", "merge": "studio.export.cli"}
+COMMANDS = {"data": "studio.data.cli", "train": "studio.training.cli", "runs": "studio.runs_cli",
+            "eval": "studio.evaluation.cli", "chat": "studio.inference.cli", "merge": "studio.export.cli"}
 
 
 def build_parser(only: str | None = None) -> argparse.ArgumentParser:

@@ -141,21 +141,30 @@ class Run:
 
 
 def create_run(workspace: Workspace, config: TrainConfig, owner: str = LOCAL_USER, name: str = "",
-               state: str = "queued") -> Run:
+               state: str = "queued", folder: Path | None = None) -> Run:
     """A new run folder holding run.yaml and its status: 'queued' for the job queue, 'running' when the caller
-    trains it at once (the command line), so the queue leaves it alone."""
+    trains it at once (the command line), so the queue leaves it alone. With `folder`, that folder (new or
+    empty) instead of a new one in the workspace."""
     config.validate()
-    stamp = datetime.now().strftime("%Y%m%d-%H%M%S")
-    base = safe_name(f"{stamp}-{name or config.preset}", stamp)
-    path, n = workspace.runs / base, 1
-    while path.exists():
-        n += 1
-        path = workspace.runs / f"{base}-{n}"
-    path.mkdir(parents=True)
+    path = Path(folder) if folder else _new_run_path(workspace, name or config.preset)
+    if path.exists() and (not path.is_dir() or any(path.iterdir())):  # never mix two runs' files, or others'
+        raise FileExistsError(f"{path} already exists and is not an empty folder. Give a new or empty folder for "
+                              "the run.")
+    path.mkdir(parents=True, exist_ok=bool(folder))  # a made-up name taken meanwhile by another run: an error
     run = Run(path)
     config.save(run.config_path)
     run.set_status(state=state, owner=owner, name=name or config.preset, created=time.time(), queued_at=time.time())
     return run
+
+
+def _new_run_path(workspace: Workspace, name: str) -> Path:
+    stamp = datetime.now().strftime("%Y%m%d-%H%M%S")
+    base = safe_name(f"{stamp}-{name}", stamp)
+    path, n = workspace.runs / base, 1
+    while path.exists():
+        n += 1
+        path = workspace.runs / f"{base}-{n}"
+    return path
 
 
 def list_runs(workspace: Workspace) -> list[Run]:

@@ -90,7 +90,7 @@ def write_json(path: Path, data) -> None:
 def read_json(path: Path, default=None):
     try:
         return json.loads(Path(path).read_text(encoding="utf-8"))
-    except (FileNotFoundError, json.JSONDecodeError):
+    except (FileNotFoundError, ValueError):  # ValueError: cut short, not JSON, or not UTF-8
         return default
 
 
