@@ -46,18 +46,19 @@ print(tokenizer.decode(output[0][inputs["input_ids"].shape[1]:], skip_special_to
 ```'''
 
 
-def write_card(folder: Path, run: Run, workspace: Workspace, check: MergeCheck) -> Path:
-    """Write README.md into the merged model folder (copying the run's curves beside it) and return its path."""
+def write_card(folder: Path, run: Run, workspace: Workspace, check: MergeCheck, base_dtype: str) -> Path:
+    """Write README.md into the merged model folder (copying the run's curves beside it) and return its path.
+    base_dtype: the dtype the base model is stored in."""
     folder = Path(folder)
     if run.curves_path.exists():
         shutil.copyfile(run.curves_path, folder / CURVES)
     path = folder / "README.md"
-    write_atomic(path, render_card(run, workspace, check, files=sorted(
+    write_atomic(path, render_card(run, workspace, check, base_dtype, files=sorted(
         {p.relative_to(folder).as_posix() for p in folder.rglob("*") if p.is_file()} | {path.name})))
     return path
 
 
-def render_card(run: Run, workspace: Workspace, check: MergeCheck, files: list[str]) -> str:
+def render_card(run: Run, workspace: Workspace, check: MergeCheck, base_dtype: str, files: list[str]) -> str:
     config = run.config
     base = _base_label(config.model)
     title = run.status().get("name") or run.id
@@ -74,8 +75,12 @@ def render_card(run: Run, workspace: Workspace, check: MergeCheck, files: list[s
     ]
     if config.quantization in ("4bit", "8bit"):
         lines += [f"The adapter was trained on the {config.quantization[0]}-bit quantised base (QLoRA) and merged "
-                  f"into the original 16-bit weights, saved here in {check.dtype}: the usual way to export such an "
-                  "adapter, since merging into 4-bit weights would round most of it away.", ""]
+                  "into the base's unquantised weights: the usual way to export such an adapter, since merging into "
+                  f"{config.quantization[0]}-bit weights would round most of it away.", ""]
+    if check.dtype == base_dtype:
+        lines += [f"The weights are in {check.dtype}, as the base model's are.", ""]
+    else:
+        lines += [f"The weights are in {check.dtype}, 16 bits each; the base model is stored in {base_dtype}.", ""]
     lines += ["## Training data", "", f"- Dataset: `{config.dataset}`" + _dataset_size(workspace, config.dataset),
               "", "## Settings", "", "| setting | value |", "| --- | --- |"]
     for name, label in _SETTINGS:

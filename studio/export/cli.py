@@ -13,8 +13,9 @@ from .merge import merge_run
 def register(subparsers) -> None:
     parser = subparsers.add_parser(
         "merge", help="merge a run's adapter into its base model and save a standalone model",
-        description="Reload the run's base model in 16-bit, merge the LoRA adapter into it, check that the merged "
-                    "model answers like base + adapter, and save safetensors, tokenizer and a model card. "
+        description="Reload the run's base model unquantised, merge the LoRA adapter into it, check that the merged "
+                    "model answers like base + adapter, and save it in the base's 16-bit dtype (safetensors), with "
+                    "its tokenizer and a model card. "
                     "Exit status: 0 done, 1 the merge check failed (that model is saved beside as DIR-failed-check; an "
                     "earlier export in DIR stays as it was), 2 nothing saved (the reason is printed).")
     parser.add_argument("run", metavar="RUN", help="a run folder (it holds run.yaml) or a run id in the workspace")
