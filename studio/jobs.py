@@ -17,8 +17,8 @@ import time
 
 from .config import TrainConfig
 from .gpu import MemorySampler, survey_gpus
-from .messages import Message, text_of
-from .runs import LOCAL_USER, Run, create_run, find_run, list_runs, state_word
+from .messages import Message, fields, text_of
+from .runs import ACTIVE, LOCAL_USER, Run, create_run, find_run, list_runs, state_word
 from .workspace import Workspace
 
 
@@ -60,6 +60,12 @@ def train_command(workspace: Workspace, run: Run, gpu_count: int = 1) -> list[st
     return [sys.executable, "-m", "accelerate.commands.launch", "--num_processes", str(gpu_count),
             "--multi_gpu", "--num_machines", "1", "--dynamo_backend", "no", "--main_process_port", str(free_port()),
             *studio]
+
+
+def eval_command(workspace: Workspace, run: Run, data: str | None) -> list[str]:
+    """`python -m studio eval RUN_DIR [--data DATA]`: a report card, made in a child like training."""
+    return [sys.executable, "-m", "studio", "--workspace", str(workspace.root), "eval", str(run.path),
+            *(["--data", data] if data else [])]
 
 
 class JobQueue:
@@ -106,6 +112,20 @@ class JobQueue:
         self._notify()
         return run
 
+    def evaluate(self, run_id: str, data: str | None = None, user: str = LOCAL_USER) -> Run:
+        """Queue a report card for a finished or stopped run, on its own held-out examples or on `data`. It needs
+        a device like training does, so it waits its turn in the same queue. Anyone may ask: it changes no run."""
+        run = find_run(self.workspace, run_id)
+        if run.job():
+            raise ValueError(Message("Run {run} is {state}; evaluate it once it has finished or stopped.", run=run_id,
+                                     state=state_word(run.job()[1])))
+        if not run.has_adapter():
+            raise ValueError(Message("Run {run} saved no adapter, so there is nothing to evaluate.", run=run_id))
+        with self._wake:
+            run.set_status(evaluation={"state": "queued", "data": data or None, "by": user, "queued_at": time.time()})
+            self._wake.notify_all()
+        return run
+
     def stop(self, run_id: str, user: str = LOCAL_USER, admin: bool = False) -> None:
         """A queued run leaves the queue; a running one saves its adapter and stops, or is killed after a timeout."""
         run = find_run(self.workspace, run_id)
@@ -125,15 +145,20 @@ class JobQueue:
 
         run = find_run(self.workspace, run_id)
         self._check_owner(run, user, admin)
-        if run.state in ("queued", "running"):
+        if run.state in ACTIVE:
             raise ValueError(Message("Run {run} is {state}; stop it before deleting it.", run=run_id,
                                      state=state_word(run.state)))
+        if run.job():  # its report card is being made
+            raise ValueError(Message("Run {run} is being evaluated; delete it once its report card is ready.",
+                                     run=run_id))
         shutil.rmtree(run.path)
 
     def queue(self) -> list[Run]:
-        """Running runs first, then the queued ones in the order they will start."""
-        runs = [r for r in list_runs(self.workspace) if r.state in ("running", "queued")]
-        return sorted(runs, key=lambda r: (r.state != "running", r.status().get("queued_at", 0)))
+        """Runs with a job (training, or a report card being made): running ones first, then the queued ones in the
+        order they will start."""
+        jobs = [(run, run.job()) for run in list_runs(self.workspace)]
+        active = [(run, job) for run, job in jobs if job]
+        return [run for run, _ in sorted(active, key=lambda rj: (rj[1][1] != "running", rj[1][2]))]
 
     def wait(self, run_id: str, timeout: float = 600) -> str:
         """Block until the run has ended (for the CLI and tests); returns its final state."""
@@ -177,6 +202,8 @@ class JobQueue:
         """After a restart: a run whose process is gone was interrupted; queued runs simply wait again."""
         for run in list_runs(self.workspace):
             status = run.status()
+            if (status.get("evaluation") or {}).get("state") == "running":  # cut short by the restart: again
+                run.set_status(evaluation={**status["evaluation"], "state": "queued"})
             if status.get("state") == "running" and not pid_alive(status.get("pid")):
                 run.set_status(state="interrupted", pid=None,
                                message=Message("The app stopped while this run was training. {resume}",
@@ -186,16 +213,20 @@ class JobQueue:
         while not self._closing:
             with self._wake:
                 busy = set(self._busy.values())
-                waiting = [r for r in list_runs(self.workspace) if r.state == "queued" and r.id not in busy]
-                for run in sorted(waiting, key=lambda r: r.status().get("queued_at", 0)):
+                waiting = []
+                for run in list_runs(self.workspace):
+                    job = run.job()
+                    if job and job[1] == "queued" and run.id not in busy:
+                        waiting.append((job[2], run, job[0]))
+                for _, run, kind in sorted(waiting, key=lambda w: w[0]):
                     try:
-                        devices = self._devices_for(run)
+                        devices = self._devices_for(run) if kind == "train" else self._devices_for_eval()
                     except ValueError as e:
                         run.set_status(state="failed", message=text_of(e), ended=time.time())
                         continue
                     if devices is None:
-                        break  # first come, first served: the runs behind wait for this one
-                    self._start(run, devices)
+                        break  # first come, first served: the jobs behind wait for this one
+                    self._start(run, devices, kind)
                 # The timeout also picks up runs queued by another process.
                 self._wake.wait(timeout=2.0)
 
@@ -206,6 +237,10 @@ class JobQueue:
         if not wanted:
             return free[:1] or None
         return wanted if all(g in free for g in wanted) else None
+
+    def _devices_for_eval(self) -> list[str] | None:
+        """A report card needs one device, any one that is free."""
+        return [d for d in self.devices if d not in self._busy][:1] or None
 
     def _check_gpus(self, config: TrainConfig) -> list[str]:
         """The GPUs a run names, as devices (none on a machine without GPUs: it trains on the CPU, whatever
@@ -226,16 +261,20 @@ class JobQueue:
                                      "turn sharding off."))
         return wanted
 
-    def _start(self, run: Run, devices: list[str]) -> None:
+    def _start(self, run: Run, devices: list[str], kind: str) -> None:
         for device in devices:
             self._busy[device] = run.id
-        thread = threading.Thread(target=self._supervise, args=(run, devices), name=f"job-{run.id}", daemon=True)
+        work = self._run_child if kind == "train" else self._run_evaluation
+        if kind == "eval":  # running from now: the next look at the queue must not start it again
+            run.set_status(evaluation={**run.evaluation, "state": "running", "started": time.time()})
+        thread = threading.Thread(target=self._supervise, args=(work, run, devices), name=f"job-{run.id}",
+                                  daemon=True)
         self._threads.append(thread)
         thread.start()
 
-    def _supervise(self, run: Run, devices: list[str]) -> None:
+    def _supervise(self, work, run: Run, devices: list[str]) -> None:
         try:
-            self._run_child(run, devices)
+            work(run, devices)
         finally:
             with self._wake:
                 for device in devices:
@@ -243,18 +282,36 @@ class JobQueue:
                 self._threads.remove(threading.current_thread())
                 self._wake.notify_all()
 
-    def _run_child(self, run: Run, devices: list[str]) -> None:
+    def _spawn(self, run: Run, command: list[str], devices: list[str]) -> subprocess.Popen:
+        """A child on the run's devices, writing to its log."""
         # The log is read by people: no progress bars redrawn line after line, no library deprecation notices.
         env = {**os.environ, "PYTHONUNBUFFERED": "1", "TQDM_DISABLE": "1", "PYTHONWARNINGS": "ignore::FutureWarning"}
-        gpus = [int(d) for d in devices if d]
-        if gpus:  # number GPUs as nvidia-smi (and the memory sampler) does
+        if any(devices):  # number GPUs as nvidia-smi (and the memory sampler) does
             env.update(CUDA_DEVICE_ORDER="PCI_BUS_ID", CUDA_VISIBLE_DEVICES=",".join(devices))
         with open(run.log_path, "ab") as log:
             # A session of its own, so a hard stop ends every process of a multi-GPU run, not only the launcher.
-            child = subprocess.Popen(train_command(self.workspace, run, len(gpus)), stdout=log,
-                                     stderr=subprocess.STDOUT, env=env, start_new_session=True,
+            child = subprocess.Popen(command, stdout=log, stderr=subprocess.STDOUT, env=env, start_new_session=True,
                                      cwd=os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
         self._children[run.id] = child
+        return child
+
+    def _run_evaluation(self, run: Run, devices: list[str]) -> None:
+        asked = run.evaluation
+        child = self._spawn(run, eval_command(self.workspace, run, asked.get("data")), devices)
+        try:
+            code = child.wait()
+        finally:
+            self._children.pop(run.id, None)
+        if self._closing and code != 0:
+            return  # the app is shutting down: the next start queues it again
+        ended = {"state": "done", **fields(Message("The report card is ready."))} if code == 0 else \
+            {"state": "failed", **fields(Message("The report card could not be made (exit code {code}); the log "
+                                                 "below says why.", code=code))}
+        run.set_status(evaluation={**asked, **ended, "ended": time.time()})
+
+    def _run_child(self, run: Run, devices: list[str]) -> None:
+        gpus = [int(d) for d in devices if d]
+        child = self._spawn(run, train_command(self.workspace, run, len(gpus)), devices)
         run.set_status(state="running", pid=child.pid, started=time.time(), gpus=gpus)
         sampler = MemorySampler(run.path / "gpu.jsonl", child.pid, gpus or None).start()
         try:

@@ -129,6 +129,22 @@ class Run:
             return Message("Resume continues from its last checkpoint.")
         return Message("It saved no checkpoint, so Resume starts it again from the beginning.")
 
+    @property
+    def evaluation(self) -> dict:
+        """The latest report card asked of the job queue: its state, data, who asked and when."""
+        return self.status().get("evaluation") or {}
+
+    def job(self) -> tuple[str, str, float] | None:
+        """What the run waits for or does in the job queue: ("train" or "eval", "queued" or "running", since when);
+        None when it has no job."""
+        status = self.status()
+        if status.get("state") in ACTIVE:
+            return "train", status["state"], status.get("queued_at", 0)
+        evaluation = status.get("evaluation") or {}
+        if evaluation.get("state") in ACTIVE:
+            return "eval", evaluation["state"], evaluation.get("queued_at", 0)
+        return None
+
     def has_adapter(self) -> bool:
         return (self.adapter_dir / "adapter_config.json").exists()
 

@@ -149,3 +149,53 @@ def test_damaged_run_file_lines_are_skipped_and_counted(tmp_path):
     samples = run.gpu_samples()  # only the new lines
     assert samples == [{"used_gb": 1}, {"used_gb": 2}] and samples.damaged == 3
     assert run.metrics() == [] and run.metrics().damaged == 0
+
+
+def finished_with_adapter(workspace, owner="ana"):
+    run = create_run(workspace, TrainConfig(dataset="d"), owner=owner)
+    run.adapter_dir.mkdir()
+    (run.adapter_dir / "adapter_config.json").write_text("{}")
+    run.set_status(state="completed")
+    return run
+
+
+def test_a_report_card_waits_in_the_queue_like_a_run(workspace):
+    done = finished_with_adapter(workspace)
+    training = create_run(workspace, TrainConfig(dataset="d"), owner="bo")  # queued before the evaluation
+    queue = JobQueue(workspace, devices=[])  # no workers: nothing starts
+    try:
+        queue.evaluate(done.id, "other-data", user="bo")  # anyone may ask: it changes no run
+        assert done.evaluation["state"] == "queued" and done.evaluation["data"] == "other-data"
+        assert done.state == "completed" and done.job()[:2] == ("eval", "queued")
+        assert [r.id for r in queue.queue()] == [training.id, done.id]
+        with pytest.raises(ValueError, match="evaluate it once"):
+            queue.evaluate(done.id)  # already queued
+        with pytest.raises(ValueError, match="being evaluated"):
+            queue.delete(done.id, "ana")
+        with pytest.raises(ValueError, match="evaluate it once"):
+            queue.evaluate(training.id)  # still training
+        no_adapter = create_run(workspace, TrainConfig(dataset="d"))
+        no_adapter.set_status(state="stopped")
+        with pytest.raises(ValueError, match="no adapter"):
+            queue.evaluate(no_adapter.id)
+    finally:
+        queue.close()
+
+
+def test_an_evaluation_cut_short_by_a_restart_is_queued_again(workspace):
+    run = finished_with_adapter(workspace)
+    run.set_status(evaluation={"state": "running", "data": None, "queued_at": 1.0})
+    queue = JobQueue(workspace, devices=[])
+    try:
+        assert run.evaluation["state"] == "queued" and run.state == "completed"
+    finally:
+        queue.close()
+
+
+def test_the_evaluation_child_is_the_plain_cli(workspace):
+    from studio.jobs import eval_command
+
+    run = create_run(workspace, TrainConfig(dataset="d"))
+    assert eval_command(workspace, run, None)[1:] == ["-m", "studio", "--workspace", str(workspace.root), "eval",
+                                                      str(run.path)]
+    assert eval_command(workspace, run, "more")[-2:] == ["--data", "more"]

@@ -1,8 +1,10 @@
-"""The whole journey on the embedded model: upload pirate chats, train on them, chat with the result, merge it.
+"""The whole journey on the embedded model: upload pirate chats, train on them, see whether it worked, chat with
+the result, merge it.
 
 In the browser, a logged-in person uploads a dataset and trains a short run on it, watching the charts.
-A longer pirate-voiced adapter is trained once for the module (about a minute and a half on two CPU
-cores) so that the chat and export steps have an adapter whose voice can be heard.
+A pirate-voiced adapter is trained once for the module as a person would start it, with the Chatbot preset and
+nothing set by hand (a few minutes on two CPU cores): its voice must be heard on questions it never saw, and its
+report card must say so; the chat and export steps then use it.
 """
 import json
 import subprocess
@@ -12,9 +14,10 @@ from pathlib import Path
 
 import pytest
 
-from studio.config import TrainConfig
+from studio.config import config_from_preset, load_presets
 from studio.data import inspect_file, save_dataset
 from studio.runs import create_run
+from studio.training import small_data
 from app_server import serving, with_embedded_model
 
 REPO = Path(__file__).resolve().parent.parent
@@ -30,10 +33,10 @@ def pirate_run(tmp_path_factory, embedded_model_dir):
     workspace = with_embedded_model(Workspace.at(tmp_path_factory.mktemp("journey") / "workspace"),
                                     embedded_model_dir)
     save_dataset(workspace, "pirate", PIRATE, inspect_file(PIRATE))
-    run = create_run(workspace, TrainConfig(
-        model="embedded", dataset="pirate", lora_r=16, lora_alpha=32, learning_rate=2e-3, max_steps=30,
-        batch_size=2, max_length=64, val_fraction=0.0, gradient_checkpointing="off", warmup_ratio=0.0,
-        save_steps=1000), name="pirate")
+    # What Start does for a saved dataset of 32 rows and the Chatbot preset (studio/ui/train_tab.py)
+    config, _ = small_data.apply(config_from_preset(load_presets()["chatbot"], model="embedded", dataset="pirate"),
+                                 rows=32)
+    run = create_run(workspace, config, name="pirate")
     done = subprocess.run([sys.executable, "-m", "studio", "--workspace", str(workspace.root), "train", str(run.path)],
                           cwd=REPO, capture_output=True, text=True, timeout=900)
     assert done.returncode == 0 and run.state == "completed", done.stdout[-3000:]
@@ -49,6 +52,36 @@ def test_the_adapter_speaks_pirate_where_the_base_does_not(pirate_run):
     answers = json.loads(done.stdout.strip().splitlines()[-1])
     assert "arr" in answers["adapter"].lower() and "matey" in answers["adapter"].lower()
     assert "arr" not in answers["base"].lower().split() and "matey" not in answers["base"].lower()
+
+
+def test_its_report_card_says_it_learned_on_prompts_it_never_saw(pirate_run):
+    _, run = pirate_run
+    card = json.loads((run.path / "report.json").read_text())
+    assert card["source"] == "held_out" and card["verdict"] == "learned", card
+    held_out = {e["expected"] for e in card["examples"]}
+    trained_on = {json.loads(line)["messages"][1]["content"] for line in PIRATE.read_text().splitlines()}
+    assert held_out and held_out <= trained_on and len(held_out) == card["overall"]["examples"]
+    for example in card["examples"]:  # the voice on every held-out prompt, never in the base model's answer
+        assert "matey" in example["adapter"].lower() and "matey" not in example["base"].lower(), example
+        assert example["adapter_chrf"] > example["base_chrf"]
+    o = card["overall"]
+    assert o["likelihood_gain"] > 2 and o["adapter_chrf"] >= o["base_chrf"] + 10 and o["changed_answers"] == 1
+
+
+def test_studio_eval_makes_a_card_for_other_data_as_documented(pirate_run, tmp_path, capsys):
+    from studio.__main__ import main
+
+    workspace, run = pirate_run
+    other = tmp_path / "more_questions.csv"
+    other.write_text("instruction,output\n" + "".join(f"What is {a} plus {b}?,\"Arr, matey! {a} plus {b} be {a + b}, "
+                                                        f"yo ho ho!\"\n" for a, b in ((1, 2), (3, 4), (5, 6))))
+    assert main(["--workspace", str(workspace.root), "eval", run.id, "--data", str(other), "--json"]) == 0
+    card = json.loads(capsys.readouterr().out)
+    documented = (REPO / "docs" / "report-card.md").read_text()
+    for key in [*card, *card["overall"], *card["examples"][0]]:
+        assert f"`{key}`" in documented, f"{key} is not described in docs/report-card.md"
+    assert card["source"] == "other" and card["overall"]["examples"] == 3 and card["verdict"] == "learned"
+    assert (run.path / "reports" / "more_questions.json").exists() and (run.path / "report.json").exists()
 
 
 LOGIN = ("ana", "pirate-password")
@@ -109,6 +142,33 @@ def test_a_new_user_uploads_data_and_trains_with_live_charts(journey_app, page, 
     page.locator("#run-delete").click()
     page.wait_for_selector("#train-notice:has-text('Deleted')")
     assert not started[0].exists()
+
+
+def test_train_tab_shows_the_report_card_and_compares_two_runs_cards(journey_app, page):
+    import shutil
+
+    import yaml
+
+    studio, run = journey_app
+    twin = run.path.with_name(run.id + "-twin")  # the same run as if trained at another learning rate
+    shutil.copytree(run.path, twin)
+    settings = yaml.safe_load((twin / "run.yaml").read_text())
+    (twin / "run.yaml").write_text(yaml.safe_dump({**settings, "learning_rate": 1e-4}))
+    open_logged_in(page, studio.url)
+    page.get_by_role("tab", name="2 · Train").click()
+    page.locator("#run-pick input").fill(run.id)
+    page.locator("#run-pick input").press("Enter")
+    page.wait_for_selector("#report-card:has-text('It learned')", timeout=60_000)
+    assert "held-out" in page.locator("#report-card").inner_text()
+    assert "matey" in page.locator("#report-examples").inner_text().lower()
+
+    page.get_by_text("Compare runs and the queue").click()
+    for run_id in (run.id, twin.name):
+        page.locator("#compare-pick input").fill(run_id)
+        page.locator("#compare-pick input").press("Enter")
+    page.wait_for_selector("#compare-cards:has-text('learning_rate')", timeout=60_000)
+    table = page.locator("#compare-cards").inner_text()
+    assert table.count("It learned") == 2 and "0.0001" in table and "dataset" not in table  # only what differs
 
 
 def test_chat_tab_shows_base_and_adapter_side_by_side(journey_app, page):

@@ -110,7 +110,7 @@ def _train(run: Run, config: TrainConfig, workspace: Workspace) -> str:
     say(f"Adapter saved to {run.adapter_dir}", flush=True)
     if recorder.stopped:  # a stop must be quick; its report card can be made on demand
         return "stopped"
-    if is_main_process() and not trainer.is_fsdp_enabled:  # a sharded model cannot answer from one process
+    if config.report_card and is_main_process() and not trainer.is_fsdp_enabled:  # sharded: made on demand
         _report_card(run, trainer.model, tokenizer, config, records)
     return "completed"
 

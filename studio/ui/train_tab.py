@@ -14,8 +14,11 @@ from ..gpu import list_gpus
 from ..messages import Message, text_of
 from ..models import EMBEDDED_LABEL, EMBEDDED_NAME, ModelNotFound, list_local_models, resolve_model
 from ..runs import Run, find_run, list_runs
+from ..evaluation import read_card
+from ..training import small_data
 from ..training.advisor import advise
 from ..training.memory import estimate_for
+from . import report_view
 from .context import Studio
 from .i18n import N_, Labels, Translator, english, translator
 
@@ -31,13 +34,14 @@ ADVANCED = [
     ("gradient_checkpointing", N_("Save memory by recomputing (gradient checkpointing)")),
     ("optimizer", N_("Optimizer")), ("val_fraction", N_("Share held out for validation")),
     ("early_stopping_patience", N_("Stop early after this many worse evaluations (0: never)")),
+    ("report_card", N_("Make a report card when it ends (base vs adapter on held-out prompts)")),
     ("seed", N_("Random seed")),
 ]
 FIELDS = [field for field, _ in ADVANCED]
 MAX_MEMORY_POINTS = 600  # per device, in the memory chart
 # A run's state, shown as an icon and as a word in the visitor's language.
 STATE_ICONS = {N_("queued"): "…", N_("running"): "▶", N_("completed"): "✔", N_("failed"): "✖",
-               N_("stopped"): "■", N_("interrupted"): "⚠"}
+               N_("stopped"): "■", N_("interrupted"): "⚠", N_("damaged"): "⚠"}
 
 
 def model_choices(studio: Studio) -> list[str]:
@@ -116,23 +120,55 @@ def gpu_choices(studio: Studio) -> list[tuple[str, int]]:
             if str(g["index"]) in allowed]
 
 
-def dataset_suggestion(studio: Studio, name, max_length) -> dict | None:
-    """Settings suited to a dataset's size and row lengths (config.suggest_for_size) with its row count and mean
-    tokens; None until the name can be read."""
+def dataset_facts(studio: Studio, name) -> dict | None:
+    """{"rows", "mean_tokens", "max_tokens"} of a saved dataset (its report has them) or a data file (rows only);
+    None until the name can be read."""
     from ..data import list_datasets, load_records
 
     saved = {d["name"]: d for d in list_datasets(studio.workspace) if d.get("valid") is not None}
-    try:  # a saved dataset's report has the count and the token lengths; a file path is read
+    try:
         rows = saved[name]["valid"] if name in saved else len(load_records(name, studio.workspace)[0])
-    except Exception:  # noqa: BLE001 - a half-typed name: no suggestion yet
+    except Exception:  # noqa: BLE001 - a half-typed name: nothing to say yet
         return None
-    mean = ((saved.get(name) or {}).get("tokens") or {}).get("mean")
-    return {**suggest_for_size(rows, mean, max_length), "rows": rows, "mean_tokens": mean}
+    tokens = (saved.get(name) or {}).get("tokens") or {}
+    return {"rows": rows, "mean_tokens": tokens.get("mean"), "max_tokens": tokens.get("max")}
+
+
+def dataset_suggestion(studio: Studio, name, max_length) -> dict | None:
+    """Settings suited to a dataset's size and row lengths (config.suggest_for_size) with its row count and mean
+    tokens; None until the name can be read."""
+    facts = dataset_facts(studio, name)
+    if facts is None:
+        return None
+    return {**suggest_for_size(facts["rows"], facts["mean_tokens"], max_length), **facts}
+
+
+def hand_set(presets: dict, preset_name, values) -> set[str]:
+    """The settings the small-data rule may choose that the person changed from the preset's."""
+    preset = presets.get(preset_name)
+    return small_data.hand_set_fields(dict(zip(FIELDS, values)), preset.settings if preset else {})
+
+
+def schedule_text(studio: Studio, presets: dict, dataset, model_choice, preset_name, values,
+                  t: Translator = english) -> str:
+    """How many passes and updates the run will make, in words, before Start."""
+    facts = dataset_facts(studio, dataset) if dataset else None
+    if facts is None:
+        return ""
+    try:
+        config = build_config(dataset, model_choice, preset_name, values)
+    except ConfigError:
+        return ""  # the fit line says which setting is wrong
+    config, schedule = small_data.apply(config, facts["rows"], hand_set(presets, preset_name, values))
+    minutes = small_data.expected_minutes(schedule, config, facts["mean_tokens"], studio.workspace)
+    return "🗓️ " + t.message(schedule.summary(minutes))
 
 
 def suggestion_text(tip: dict, max_length, t: Translator = english) -> str:
     text = t("💡 {rows} examples — {why}: rank {rank}, learning rate {lr}, {epochs:g} epochs.", rows=tip["rows"],
-             why=t(tip["why"]), rank=tip["lora_r"], lr=tip["learning_rate"], epochs=tip["epochs"])
+             why=t(tip["why"]), rank=tip["lora_r"], lr=tip["learning_rate"], epochs=tip["epochs"]) \
+        if "epochs" in tip else t("💡 {rows} examples — {why}: rank {rank}.", rows=tip["rows"], why=t(tip["why"]),
+                                  rank=tip["lora_r"])
     if tip.get("packing"):
         text += " " + t("They average {mean:.0f} tokens against a max length of {length}: packing them together "
                         "fills every step, about twice as fast on a large model.", mean=tip["mean_tokens"],
@@ -145,12 +181,17 @@ HOW_THE_ESTIMATE_IS_MADE = N_("(Estimated from the model's shape and your settin
                               "out 0.3–1.7 GB above each of them.)")
 
 
-def fit_text(studio: Studio, model_choice, values, t: Translator = english) -> str:
-    """The 'will it fit?' line for the chosen model and settings."""
+def fit_text(studio: Studio, model_choice, values, t: Translator = english, dataset=None) -> str:
+    """The 'will it fit?' line for the chosen model and settings: for the picked dataset's longest examples
+    when its lengths are known, else for examples of the max length."""
     try:
         config = build_config("-", model_choice, "custom", values)
         path = resolve_model(config.model, studio.workspace, progress=lambda _m: None)
-        return (t("**Will it fit?** {estimate}", estimate=t.message(estimate_for(path, config).summary())) + " "
+        longest = (dataset_facts(studio, dataset) or {}).get("max_tokens") if dataset else None
+        tokens = config.batch_size * min(longest, config.max_length) if longest and not config.packing else None
+        basis = t("for this dataset's longest examples") if tokens else t("for examples of the max length")
+        return (t("**Will it fit?** {estimate} ({basis})", estimate=t.message(estimate_for(path, config, tokens)
+                                                                            .summary()), basis=basis) + " "
                 + t(HOW_THE_ESTIMATE_IS_MADE))
     except (ConfigError, ModelNotFound, OSError, ValueError) as e:
         return t("**Will it fit?** Cannot tell yet: {error}", error=t.message(with_labels(text_of(e), t)))
@@ -194,16 +235,20 @@ def _frame(rows: list[dict], **types) -> pd.DataFrame:
     return pd.DataFrame(rows, columns=list(types)).astype(types)
 
 
-def compare_losses(studio: Studio, run_ids: list[str]) -> pd.DataFrame:
-    rows = []
+def existing_runs(studio: Studio, run_ids: list[str]) -> list[Run]:
+    """The runs of these ids that still exist (one may have been deleted since it was picked)."""
+    runs = []
     for run_id in run_ids or []:
         try:
-            metrics = find_run(studio.workspace, run_id).metrics()
-        except FileNotFoundError:  # deleted since it was picked
+            runs.append(find_run(studio.workspace, run_id))
+        except FileNotFoundError:
             continue
-        for m in metrics:
-            if "loss" in m:
-                rows.append({"step": m["step"], "loss": m["loss"], "run": run_id})
+    return runs
+
+
+def compare_losses(studio: Studio, run_ids: list[str]) -> pd.DataFrame:
+    rows = [{"step": m["step"], "loss": m["loss"], "run": run.id} for run in existing_runs(studio, run_ids)
+            for m in run.metrics() if "loss" in m]
     return _frame(rows, step=int, loss=float, run=str)
 
 
@@ -227,6 +272,7 @@ def build(studio: Studio, labels: Labels):
     with gr.Row():
         suggestion = gr.Markdown()
         apply_suggestion = add(gr.Button("Apply suggestion", size="sm", visible=False))
+    schedule = gr.Markdown(elem_id="train-schedule")
     with add(gr.Accordion("Advanced settings", open=False)):
         advanced = []
         defaults = settings_from(presets["chatbot"])
@@ -236,6 +282,8 @@ def build(studio: Studio, labels: Labels):
             my_preset_name = add(gr.Textbox(label="Save these settings as my preset, named", scale=3))
             save_preset = add(gr.Button("Save preset", scale=1))
     fit = gr.Markdown(fit_text(studio, EMBEDDED_LABEL, defaults), elem_id="fit-estimate")
+    gpu_problem = gr.Markdown("⚠️ " + studio.queue.gpu_problem if studio.queue.gpu_problem else "",
+                              elem_id="gpu-problem")
     gpus = gpu_choices(studio)
     with gr.Row(visible=len(gpus) > 1):  # one GPU (or none) needs no choosing
         gpu_pick = add(gr.CheckboxGroup(gpus, label="GPUs for this run (none ticked: any one free GPU)",
@@ -262,11 +310,21 @@ def build(studio: Studio, labels: Labels):
         mem_plot = add(gr.LinePlot(x="seconds", y="GB", color="device", title="Memory (each GPU, or process on CPU)",
                                    x_title="seconds", color_title="device", height=250))
     advice = gr.Markdown(elem_id="run-advice")
+    add(gr.Markdown("### Did it work? The report card"))
+    card_text = gr.Markdown(elem_id="report-card")
+    card_table = gr.Dataframe(interactive=False, wrap=True, elem_id="report-examples")
+    with gr.Row():
+        eval_data = add(gr.Dropdown(dataset_choices(studio), label="Evaluate on (empty: the examples it held out)",
+                                    allow_custom_value=True, scale=3, elem_id="eval-data"))
+        evaluate = add(gr.Button("Evaluate", scale=1, elem_id="evaluate"))
     log = add(gr.Textbox(label="Log (last lines)", lines=8, max_lines=8, autoscroll=True))
     with add(gr.Accordion("Compare runs and the queue", open=False)):
-        compare_pick = add(gr.Dropdown(run_choices(studio), multiselect=True, label="Runs to overlay"))
+        compare_pick = add(gr.Dropdown(run_choices(studio), multiselect=True, label="Runs to compare",
+                                       elem_id="compare-pick"))
         compare_plot = add(gr.LinePlot(x="step", y="loss", color="run", title="Training loss", x_title="step",
                                        y_title="loss", color_title="run", height=250))
+        compare_table = add(gr.Dataframe(label="Their report cards, and the settings in which they differ",
+                                         interactive=False, wrap=True, elem_id="compare-cards"))
         queue_view = add(gr.Dataframe(queue_table(studio), label="Queue (running first, then in order)",
                                       interactive=False))
     timer = gr.Timer(2.0)
@@ -278,14 +336,16 @@ def build(studio: Studio, labels: Labels):
 
     preset.change(on_preset, preset, [preset_text] + advanced)
 
-    def on_language(lang, name, model_choice, *values):
+    def on_language(lang, name, data, model_choice, *values):
         """The parts of this tab whose words are not fixed, in the page's new language."""
         t = Translator(lang)
         return (gr.update(choices=preset_choices(presets, t)), preset_description(presets, name, t),
-                fit_text(studio, model_choice, values, t))
+                fit_text(studio, model_choice, values, t, data),
+                schedule_text(studio, presets, data, model_choice, name, values, t),
+                "⚠️ " + t.message(studio.queue.gpu_problem) if studio.queue.gpu_problem else "")
 
-    labels.language.change(on_language, [labels.language, preset, model] + advanced, [preset, preset_text, fit],
-                           show_progress="hidden")
+    labels.language.change(on_language, [labels.language, preset, dataset, model] + advanced,
+                           [preset, preset_text, fit, schedule, gpu_problem], show_progress="hidden")
 
     max_length = advanced[FIELDS.index("max_length")]
 
@@ -304,12 +364,14 @@ def build(studio: Studio, labels: Labels):
 
     apply_suggestion.click(on_apply, [dataset] + advanced, advanced)
 
-    def on_fit(request: gr.Request, model_choice, *values):
-        return fit_text(studio, model_choice, values, translator(request))
+    def on_fit(request: gr.Request, data, name, model_choice, *values):
+        t = translator(request)
+        return (fit_text(studio, model_choice, values, t, data),
+                schedule_text(studio, presets, data, model_choice, name, values, t))
 
     # A preset changes every setting at once: estimate once, for the last change (a hub lookup can take seconds).
-    gr.on([c.change for c in [model] + advanced], on_fit, [model] + advanced, fit, trigger_mode="always_last",
-          show_progress="hidden")
+    gr.on([c.change for c in [dataset, model] + advanced], on_fit, [dataset, preset, model] + advanced,
+          [fit, schedule], trigger_mode="always_last", show_progress="hidden")
 
     def on_save_preset(request: gr.Request, name, *values):
         t = translator(request)
@@ -334,8 +396,11 @@ def build(studio: Studio, labels: Labels):
             return t("❌ There is no dataset called '{name}'. Choose one from the list, or save it in the Dataset "
                      "tab first.", name=form[dataset]), gr.update()
         try:
-            config = build_config(form[dataset], form[model], form[preset], [form[c] for c in advanced],
-                                  form[gpu_pick], form[fsdp])
+            values = [form[c] for c in advanced]
+            config = build_config(form[dataset], form[model], form[preset], values, form[gpu_pick], form[fsdp])
+            facts = dataset_facts(studio, form[dataset])
+            if facts:  # the passes and learning rate a small dataset needs, unless set by hand (training/small_data)
+                config, _ = small_data.apply(config, facts["rows"], hand_set(presets, form[preset], values))
             # Now, not hours later when its turn comes: a model that cannot be had (mistyped, no internet).
             resolve_model(config.model, studio.workspace, progress=lambda _m: None)
             run = studio.queue.submit(config, owner=studio.user(request), name=form[run_name])
@@ -362,24 +427,45 @@ def build(studio: Studio, labels: Labels):
         active = [r for r in runs if r.state in ("running", "queued")]
         return (active or runs or [None])[0]
 
-    def refresh(run_id, compare_ids, request: gr.Request):
+    def refresh(run_id, compare_ids, card_data, request: gr.Request):
+        t = translator(request)
+        run = current_run(run_id)
+        compare = (compare_losses(studio, compare_ids), report_view.compare_cards(existing_runs(studio, compare_ids), t))
+        if run is None:
+            empty = charts_empty()
+            return (t("No runs yet."), *empty, "", "", queue_table(studio, t), *compare, "",
+                    report_view.card_examples(None, t))
+        loss, lr, mem = charts(run, t)
+        tips = [f"💡 {t(tip)}" for tip in advise(run)] + damaged_lines(run, t)
+        card = read_card(run, card_data or None)
+        return (progress_html(run, t), loss, lr, mem, "\n".join(tips), run.log_tail(), queue_table(studio, t),
+                *compare, report_view.card_summary(card, run.evaluation, t), report_view.card_examples(card, t))
+
+    outputs = [progress, loss_plot, lr_plot, mem_plot, advice, log, queue_view, compare_plot, compare_table,
+               card_text, card_table]
+    # Refreshing only reads the run's files: every visitor's page may do it at once, not one after another.
+    gr.on([timer.tick, run_pick.change, compare_pick.change, eval_data.change], refresh,
+          [run_pick, compare_pick, eval_data], outputs, show_progress="hidden", concurrency_limit=None)
+
+    def on_evaluate(run_id, data, request: gr.Request):
         t = translator(request)
         run = current_run(run_id)
         if run is None:
-            empty = charts_empty()
-            return (t("No runs yet."), *empty, "", "", queue_table(studio, t), compare_losses(studio, compare_ids))
-        loss, lr, mem = charts(run, t)
-        tips = advise(run)
-        return (progress_html(run, t), loss, lr, mem, "\n".join(f"💡 {t(tip)}" for tip in tips), run.log_tail(),
-                queue_table(studio, t), compare_losses(studio, compare_ids))
+            return t("No run chosen.")
+        if data and dataset_facts(studio, data) is None:
+            return t("❌ There is no dataset called '{name}'. Choose one from the list, or save it in the Dataset "
+                     "tab first.", name=data)
+        try:
+            studio.queue.evaluate(run.id, data or None, studio.user(request))
+        except (ValueError, FileNotFoundError) as e:
+            return f"❌ {t.message(e)}"
+        return t("The report card of {run} is queued; it shows here when it is ready.", run=run.id)
 
-    outputs = [progress, loss_plot, lr_plot, mem_plot, advice, log, queue_view, compare_plot]
-    # Refreshing only reads the run's files: every visitor's page may do it at once, not one after another.
-    gr.on([timer.tick, run_pick.change, compare_pick.change], refresh, [run_pick, compare_pick], outputs,
-          show_progress="hidden", concurrency_limit=None)
+    evaluate.click(on_evaluate, [run_pick, eval_data], notice)
 
     def act(action, done: str):
-        """A Stop or Resume handler: the queue checks that the person may touch the run."""
+        """A Stop or Resume handler: the queue checks that the person may touch the run. `done` may quote the
+        run's status message afterwards as {status}."""
         def handler(run_id, request: gr.Request):
             t = translator(request)
             run = current_run(run_id)
@@ -389,13 +475,12 @@ def build(studio: Studio, labels: Labels):
                 action(run.id, studio.user(request), studio.is_admin(request))
             except (PermissionError, ValueError, FileNotFoundError) as e:
                 return f"❌ {t.message(e)}"
-            return t(done, run=run.id)
+            return t(done, run=run.id, status=t.message(run.status()))
         return handler
 
     stop.click(act(studio.queue.stop, N_("Stopping {run}: the adapter trained so far is being saved.")), run_pick,
                notice)
-    resume.click(act(studio.queue.resume, N_("{run} is queued to resume from its last checkpoint.")), run_pick,
-                 notice)
+    resume.click(act(studio.queue.resume, N_("{run} is queued again. {status}")), run_pick, notice)
 
     delete_asked = gr.State(None)  # the run a first click on Delete asked about: a second click deletes it
 
@@ -423,10 +508,17 @@ def build(studio: Studio, labels: Labels):
 
     def on_focus():
         """Refresh the pickers whenever the tab is opened: other tabs and other people add to them."""
-        return (gr.update(choices=dataset_choices(studio)), gr.update(choices=model_choices(studio)),
-                gr.update(choices=run_choices(studio)), gr.update(choices=run_choices(studio)))
+        datasets = gr.update(choices=dataset_choices(studio))
+        return (datasets, gr.update(choices=model_choices(studio)), gr.update(choices=run_choices(studio)),
+                gr.update(choices=run_choices(studio)), datasets)
 
-    return on_focus, [dataset, model, run_pick, compare_pick]
+    return on_focus, [dataset, model, run_pick, compare_pick, eval_data]
+
+
+def damaged_lines(run: Run, t: Translator = english) -> list[str]:
+    """Say so when a run file had lines that could not be read (a full disk, a hand edit): they were skipped."""
+    return [t("⚠️ {count} damaged lines in {file} were skipped.", count=rows.damaged, file=name)
+            for name, rows in (("metrics.jsonl", run.metrics()), ("gpu.jsonl", run.gpu_samples())) if rows.damaged]
 
 
 def charts_empty():
