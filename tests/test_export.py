@@ -251,6 +251,23 @@ def test_card_tells_how_it_was_made(exported, trained_run, export_workspace):
     assert "The weights are in bfloat16, 16 bits each; the base model is stored in float32." in from_float32
 
 
+def test_card_quotes_the_runs_report_card(exported, trained_run, export_workspace):
+    from test_report_card import card as report_card
+
+    result = exported[0]
+    assert "No report card was made for this run" in render_card(trained_run, export_workspace, result.check,
+                                                                 "bfloat16", files=[])
+    write_json(trained_run.path / "report.json", {**report_card("learned", 3.25, 21.5, 63.0), "examples": [
+        {"prompt": [{"role": "user", "content": "Who | what?"}], "expected": "A.", "base": "b\nb", "adapter": "a"}]})
+    try:
+        card = render_card(trained_run, export_workspace, result.check, "bfloat16", files=[])
+    finally:
+        (trained_run.path / "report.json").unlink()
+    assert "**It learned: on prompts it never saw" in card and "held-out examples" in card
+    assert "| Closeness to the expected answers (chrF, 0-100) | 21.5 | 63.0 |" in card and "3.25x as likely" in card
+    assert "| Who \\| what? | A. | b b | a |" in card
+
+
 def test_card_snippet_loads_and_generates(exported, capsys):
     """The card's example, as a user would run it: plain transformers, no studio and no peft."""
     card = exported[0].card_path.read_text()

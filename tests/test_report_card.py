@@ -1,4 +1,6 @@
 """The report card's parts without a model: which examples, the verdict, and how the page shows cards."""
+import math
+
 import pytest
 
 from studio.config import TrainConfig
@@ -74,7 +76,8 @@ def card(verdict="learned", gain=3.0, base=20.0, adapter=60.0):
     said, step = VERDICTS[verdict]
     return {"run": "r", "data": "d", "source": "held_out", "verdict": verdict, **fields(said, "verdict_text"),
             **fields(step, "next_step"),
-            "overall": {"examples": 1, "likelihood_gain": gain, "base_chrf": base, "adapter_chrf": adapter},
+            "overall": {"examples": 1, "likelihood_gain": gain, "base_chrf": base, "adapter_chrf": adapter,
+                        "base_nll": 2.0, "adapter_nll": 2.0 - math.log(gain)},
             "examples": [{"prompt": [{"role": "user", "content": "Q?"}], "expected": "A.", "base": "b", "adapter": "a",
                           "base_chrf": base, "adapter_chrf": adapter, "likelihood_gain": gain}]}
 

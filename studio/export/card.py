@@ -4,6 +4,7 @@ from __future__ import annotations
 import shutil
 from pathlib import Path
 
+from ..evaluation import read_card
 from ..models import EMBEDDED, EMBEDDED_LABEL, EMBEDDED_NAME
 from ..runs import Run
 from ..workspace import Workspace, write_atomic
@@ -11,6 +12,9 @@ from .dataset import dataset_report
 from .verify import MergeCheck
 
 CURVES = "curves.png"
+CARD_EXAMPLES = 3  # answers quoted from the report card
+SOURCES = {"held_out": "held-out examples the run never trained on", "training": "training examples (none were held out)",
+           "other": "examples of other data"}
 
 _SETTINGS = (  # (TrainConfig field, how the card names it)
     ("preset", "Preset"),
@@ -89,6 +93,7 @@ def render_card(run: Run, workspace: Workspace, check: MergeCheck, base_dtype: s
     lines += ["", "## Results", ""] + _losses(run.metrics())
     if CURVES in files:
         lines += ["", f"![Training curves: loss, learning rate and memory]({CURVES})"]
+    lines += ["", "## Did it work? The report card", ""] + _report_card(read_card(run))
     lines += [
         "", "## Merge check", "",
         f"The merged model and base + adapter read the same {_texts(check)} ({check.positions} token positions, "
@@ -132,6 +137,30 @@ def _dataset_size(workspace: Workspace, dataset: str) -> str:
     if isinstance(rows, int) and isinstance(invalid, int) and invalid:
         text += f" ({rows:,} rows, {invalid:,} skipped as unusable)"
     return text
+
+
+def _report_card(card: dict | None) -> list[str]:
+    """The run's report card (report.json): its verdict, figures and a few answers side by side."""
+    if not card:
+        return ["No report card was made for this run (the Train tab's Evaluate makes one)."]
+    o = card["overall"]
+    lines = [f"**{card['verdict_text']}** {card['next_step']}", "",
+             f"On {o['examples']} {SOURCES[card['source']]}, base model and this model answered the same prompts:", "",
+             "| measure | base | this model |", "| --- | --- | --- |",
+             f"| Closeness to the expected answers (chrF, 0-100) | {o['base_chrf']:.1f} | {o['adapter_chrf']:.1f} |",
+             f"| Mean log-likelihood per token of the expected answers | {-o['base_nll']:.3f} | {-o['adapter_nll']:.3f} |",
+             "", f"The expected answers are {o['likelihood_gain']:.2f}x as likely per token as with the base model.",
+             "", "| prompt | expected | base | this model |", "| --- | --- | --- | --- |"]
+    for example in card["examples"][:CARD_EXAMPLES]:
+        prompt = example["prompt"] if isinstance(example["prompt"], str) else example["prompt"][-1]["content"]
+        lines.append("| " + " | ".join(_cell(t) for t in (prompt, example["expected"], example["base"],
+                                                           example["adapter"])) + " |")
+    return lines
+
+
+def _cell(text: str) -> str:
+    """Text for one cell of a Markdown table: on one line, its bars escaped."""
+    return " ".join(str(text).split()).replace("|", "\\|")
 
 
 def _losses(metrics: list[dict]) -> list[str]:
