@@ -16,14 +16,8 @@ def test_a_small_dataset_gets_enough_updates_and_a_higher_learning_rate():
     assert schedule.raised and schedule.examples == 14  # 2 of 16 held out for validation
     assert schedule.updates >= small_data.MIN_UPDATES and config.epochs == schedule.passes > CHATBOT.settings["epochs"]
     assert config.learning_rate == small_data.SMALL_DATA_LR > CHATBOT.settings["learning_rate"]
-    assert config.early_stopping_patience == small_data.EARLY_STOP_PATIENCE  # against the opposite failure
     text = schedule.summary(2.4)
     assert text.startswith(f"14 examples: {schedule.passes:g} passes, {schedule.updates} updates") and "2 minutes" in text
-
-
-def test_without_a_validation_split_nothing_can_stop_early():
-    config, _ = small_data.apply(chatbot(val_fraction=0.0), rows=16)
-    assert config.early_stopping_patience == 0
 
 
 def test_passes_are_capped_for_a_handful_of_rows():
