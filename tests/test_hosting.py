@@ -31,6 +31,45 @@ def test_nothing_is_reachable_without_a_login(hosted):
         assert client.get(f"{url}/config").status_code == 200
 
 
+def test_every_route_that_reaches_the_app_needs_a_login(hosted):
+    """Gradio 6.31's routes that read files, take uploads or run the app's functions (gradio/routes.py, all under
+    /gradio_api): without a login each answers 401 from gradio's login check, before it reads the request."""
+    url, workspace = hosted
+    export = workspace.exports / "model.txt"
+    export.write_text("for download")
+    with httpx.Client() as client:
+        assert login(client, url, "ana", "secret").status_code == 200
+        endpoints = client.get(f"{url}/gradio_api/info").json()["named_endpoints"]
+        assert client.get(f"{url}/gradio_api/file={export}").text == "for download"  # served, to a login
+    api = next(iter(endpoints)).lstrip("/")  # one of the app's own functions
+    call = {"data": [], "fn_index": 0, "session_hash": "outsider", "event_data": None, "trigger_id": None}
+    requests = [
+        ("GET", f"/gradio_api/file={export}", {}),
+        ("GET", f"/gradio_api/file/{export}", {}),
+        ("POST", "/gradio_api/upload", {"files": {"files": ("small.jsonl", b'{"text": "hi"}\n')}}),
+        ("GET", "/gradio_api/upload_progress?upload_id=outsider", {}),
+        ("POST", "/gradio_api/queue/join", {"json": call}),
+        ("GET", "/gradio_api/queue/data?session_hash=outsider", {}),
+        ("GET", "/gradio_api/queue/status", {}),
+        ("POST", f"/gradio_api/run/{api}", {"json": {"data": []}}),
+        ("POST", "/gradio_api/run/predict", {"json": {"data": []}}),
+        ("POST", f"/gradio_api/api/{api}", {"json": {"data": []}}),
+        ("POST", f"/gradio_api/call/{api}", {"json": {"data": []}}),
+        ("GET", f"/gradio_api/call/{api}/some-event", {}),
+        ("POST", f"/gradio_api/call/v2/{api}", {"json": {"data": []}}),
+        ("POST", "/gradio_api/component_server", {"json": {}}),
+        ("GET", "/gradio_api/openapi.json", {}),
+        ("GET", "/gradio_api/info", {}),
+        ("GET", "/config", {}),
+    ]
+    refused = {"detail": {"error": "Not authenticated", "auth_message": None}}
+    with httpx.Client() as client:
+        answers = {f"{method} {path}": client.request(method, url + path, **options)
+                   for method, path, options in requests}
+    assert {route: answer.status_code for route, answer in answers.items()} == {route: 401 for route in answers}
+    assert all(answer.json() == refused for answer in answers.values())
+
+
 def test_only_exports_are_served_and_uploads_are_capped(hosted):
     url, workspace = hosted
     secret = workspace.root / "runs" / "secret.txt"
