@@ -101,7 +101,7 @@ def wait_until(condition, timeout=30):
 def test_two_processes_train_one_run_and_only_the_main_one_writes(workspace, embedded_model_dir, tmp_path):
     config = dict(model=str(embedded_model_dir), dataset=str(PIRATE), batch_size=2, learning_rate=1e-3,
                   val_fraction=0.1, eval_steps=2, max_length=64, lora_r=8, lora_alpha=16,
-                  target_modules=["q_proj", "v_proj"], max_steps=2, warmup_ratio=0.0)
+                  target_modules=["q_proj", "v_proj"], max_steps=2, warmup_ratio=0.0, report_card=False)
     run_yaml = tmp_path / "run.yaml"
     run_yaml.write_text(yaml.safe_dump(config))
     env = {**os.environ, "TQDM_DISABLE": "1", "OMP_NUM_THREADS": "1", "HF_HUB_OFFLINE": "1"}

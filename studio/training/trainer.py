@@ -110,8 +110,12 @@ def _train(run: Run, config: TrainConfig, workspace: Workspace) -> str:
     say(f"Adapter saved to {run.adapter_dir}", flush=True)
     if recorder.stopped:  # a stop must be quick; its report card can be made on demand
         return "stopped"
-    if config.report_card and is_main_process() and not trainer.is_fsdp_enabled:  # sharded: made on demand
-        _report_card(run, trainer.model, tokenizer, config, records)
+    if config.report_card and is_main_process():
+        if trainer.is_fsdp_enabled:  # each process holds a shard: none can answer alone
+            print("No report card here: the model is sharded across the GPUs. Press Evaluate in the Train tab for "
+                  "one.", flush=True)
+        else:
+            _report_card(run, trainer.model, tokenizer, config, records)
     return "completed"
 
 

@@ -10,11 +10,11 @@ import pandas as pd
 
 from ..config import (CHECKPOINTING, OPTIMIZERS, QUANTIZATIONS, ConfigError, TrainConfig, config_from_preset,
                       load_presets, save_user_preset, suggest_for_size)
+from ..evaluation import read_card
 from ..gpu import list_gpus
 from ..messages import Message, text_of
 from ..models import EMBEDDED_LABEL, EMBEDDED_NAME, ModelNotFound, list_local_models, resolve_model
 from ..runs import Run, find_run, list_runs
-from ..evaluation import read_card
 from ..training import small_data
 from ..training.advisor import advise
 from ..training.memory import estimate_for
