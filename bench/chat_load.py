@@ -1,8 +1,9 @@
 """Several people chatting through the app's own API (gradio_client) while a training job runs.
 
 Starts the app on a loopback port over a temporary workspace, queues a training run, then lets N users
-each send M messages to the Chat tab's endpoint at once. Writes latency percentiles and the training's
-steps during the load to bench/results/chat_load.json.
+each send M messages to the Chat tab's endpoint at once. Writes latency percentiles, how many answers
+were generated at the same time (at most, and on average while any was) and the training's steps during
+the load to bench/results/chat_load.json (or --out).
 
     python bench/chat_load.py --users 8 --messages 3
 """
@@ -42,7 +43,7 @@ def device_name() -> str:
 def main() -> None:
     from gradio_client import Client
 
-    from app_server import serving, with_embedded_model
+    from app_server import GenerationsAtOnce, serving, with_embedded_model
     from studio.config import TrainConfig
     from studio.models import EMBEDDED_LABEL, resolve_model
     from studio.workspace import Workspace
@@ -63,6 +64,7 @@ def main() -> None:
             time.sleep(1)
         steps_before = max(m["step"] for m in run.metrics() if "loss" in m)
         latencies, first_updates, errors = [], [], []
+        at_once = GenerationsAtOnce(studio.pool)
         lock = threading.Lock()
 
         def user(number: int) -> None:
@@ -98,6 +100,7 @@ def main() -> None:
               "latency_s": {"p50": percentile(latencies, 0.5), "p90": percentile(latencies, 0.9),
                             "p99": percentile(latencies, 0.99), "mean": round(statistics.mean(latencies), 2)},
               "first_update_s": {"p50": percentile(first_updates, 0.5), "p90": percentile(first_updates, 0.9)},
+              "generations_at_once": {"max": at_once.peak, "mean": round(at_once.mean, 2)},
               "load_seconds": round(load_seconds, 1), "training_steps_during_load": steps_after - steps_before}
     Path(args.out).write_text(json.dumps(result, indent=2) + "\n")
     print(json.dumps(result, indent=2))

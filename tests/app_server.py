@@ -1,5 +1,7 @@
 """The app served for browser and HTTP tests."""
 import contextlib
+import threading
+import time
 from pathlib import Path
 
 from studio.workspace import Workspace
@@ -32,3 +34,37 @@ def with_embedded_model(workspace: Workspace, model_dir: Path) -> Workspace:
 
     (workspace.models / EMBEDDED_NAME).symlink_to(model_dir)
     return workspace
+
+
+class GenerationsAtOnce:
+    """Watches a ModelPool: how many generations ran at the same time, at most (peak) and on average over the
+    time any ran (mean). A generation runs inside pool.session, after it got its slot, until it ends."""
+
+    def __init__(self, pool):
+        self.peak, self._running, self._busy_s, self._area, self._since = 0, 0, 0.0, 0.0, time.perf_counter()
+        self._lock = threading.Lock()
+        session = pool.session
+
+        @contextlib.contextmanager
+        def watched(*args, **kwargs):
+            with session(*args, **kwargs) as opened:
+                self._change(+1)
+                try:
+                    yield opened
+                finally:
+                    self._change(-1)
+
+        pool.session = watched
+
+    def _change(self, step: int) -> None:
+        with self._lock:
+            now = time.perf_counter()
+            if self._running:
+                self._busy_s += now - self._since
+                self._area += (now - self._since) * self._running
+            self._running += step
+            self._since, self.peak = now, max(self.peak, self._running)
+
+    @property
+    def mean(self) -> float:
+        return self._area / self._busy_s if self._busy_s else 0.0

@@ -413,6 +413,32 @@ def test_concurrent_users_each_get_their_own_adapter(model_path, adapters, refer
     assert len(attaches) > 4  # adapters were evicted and attached again while the users were answered
 
 
+def test_two_people_chatting_through_the_app_are_answered_at_once_each_with_their_own_adapter(
+        workspace, embedded_model_dir, adapters, reference):
+    from gradio_client import Client
+
+    from app_server import GenerationsAtOnce, serving, with_embedded_model
+    from studio.models import EMBEDDED_LABEL
+    from studio.ui.chat_tab import BASE, UPLOADED
+
+    for i, adapter in enumerate(adapters):  # in place before the app starts, so its adapter pickers offer them
+        shutil.copytree(adapter, workspace.models / "uploaded-adapters" / f"person{i}")
+    with serving(with_embedded_model(workspace, embedded_model_dir)) as studio:
+        people = [Client(studio.url, verbose=False) for _ in adapters]
+
+        def send(person: int):
+            return people[person].submit(PROMPT, [], [], EMBEDDED_LABEL, "auto", BASE, f"{UPLOADED}person{person}",
+                                          False, "", 0, 0.9, TOKENS, 1.0, api_name="/on_send")
+
+        # First one after the other: attaching an adapter waits for the generations running on the model.
+        firsts = [send(person).result() for person in range(len(people))]
+        watch = GenerationsAtOnce(studio.pool)
+        seconds = [job.result() for job in [send(person) for person in range(len(people))]]
+    for answers in (firsts, seconds):
+        assert [chat[-1]["content"][0]["text"] for _left, chat, *_stats in answers] == [reference[a] for a in adapters]
+    assert watch.peak == 2
+
+
 HOLD_S = 0.3
 
 

@@ -269,8 +269,10 @@ def build(studio: Studio, labels: Labels):
     outputs = [left_chat, right_chat, left_stats, right_stats, message]
     inputs = [message, left_chat, right_chat, model, quantization, left_pick, right_pick, side_by_side, system,
               temperature, top_p, max_new, repetition]
-    send.click(on_send, inputs, outputs)
-    message.submit(on_send, inputs, outputs)
+    # As many answers at once as the pool generates at once (Gradio's default is one for everybody); more
+    # requests wait in Gradio's queue, which tells each person their place.
+    gr.on([send.click, message.submit], on_send, inputs, outputs, concurrency_limit=studio.pool.max_concurrent)
+
     def on_stop(request: gr.Request):
         stops.stop(request.session_hash if request else "local")
 
