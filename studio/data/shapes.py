@@ -157,9 +157,10 @@ def _decide(mapping: dict[str, str], rows: list[dict], wanted: set[str], columns
 
 
 def _conversation_values(rows: list[dict], column: str) -> bool:
-    """Whether the column holds lists (or JSON text of lists) of turns, judged on its first filled values."""
+    """Whether the column holds lists (or JSON text of lists) of turns, judged on its first filled values: one
+    of them all turns is enough, so that a broken turn in one row is that row's problem, not the whole file's."""
     seen = [v for v in (as_turns(row.get(column)) for row in rows[:50]) if v is not None]
-    return bool(seen) and all(isinstance(t, dict) for turns in seen for t in turns)
+    return any(all(isinstance(t, dict) for t in turns) for turns in seen)
 
 
 def _conversation_kind(rows: list[dict], column: str) -> str:

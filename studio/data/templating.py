@@ -57,7 +57,8 @@ def render_record(tokenizer, record: dict) -> Rendered:
             continue
         span = _prefix_span(tokenizer, template, messages, i, text)
         if span is None or span[0] < cursor:
-            span, searched = _search_span(tokenizer, text, message["content"], cursor), True
+            start = max(cursor, _answer_start(tokenizer, template, messages, i, text) or 0)
+            span, searched = _search_span(tokenizer, text, message["content"], start), True
         spans.append(span)
         cursor = span[1]
     return Rendered(text, spans, searched)
@@ -140,6 +141,20 @@ def _prefix_span(tokenizer, template, messages: list[dict], i: int, text: str) -
     if tail.strip():  # there is an end-of-turn marker: leave the whitespace after it untrained
         end = content_end + len(tail.rstrip())
     return len(before), end
+
+
+def _answer_start(tokenizer, template, messages: list[dict], i: int, text: str) -> int | None:
+    """Where answer i can start at the earliest: where a marker stands in its place when the conversation is
+    rendered with the marker instead (provided the text before it is the same). Searching from there, an answer
+    is never found in what the template writes before it (its default system prompt, say)."""
+    marker = "\ue000answer\ue000"  # private-use characters: in no template, and rendered as they are
+    try:
+        marked = _render(tokenizer, template, [*messages[:i], {**messages[i], "content": marker}, *messages[i + 1:]],
+                         False)
+    except DatasetError:
+        return None
+    at = marked.find(marker)
+    return at if at >= 0 and text.startswith(marked[:at]) else None
 
 
 def _search_span(tokenizer, text: str, content: str, cursor: int) -> tuple[int, int]:
