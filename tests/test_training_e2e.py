@@ -47,6 +47,13 @@ def assert_adapter_loads(run: Run, model_dir):
     assert any("lora_A" in name for name, _ in model.named_parameters())
 
 
+def lora_b_weights(adapter_dir: Path) -> dict:
+    """The adapter's LoRA B matrices. peft starts every one at zero, so a B still all zero was never trained."""
+    from safetensors.torch import load_file
+
+    return {name: w for name, w in load_file(adapter_dir / "adapter_model.safetensors").items() if "lora_B" in name}
+
+
 def test_two_queued_runs_train_one_after_the_other(queue, embedded_model_dir):
     first = queue.submit(quick_config(embedded_model_dir, max_steps=8, gradient_checkpointing="on"), name="first")
     second = queue.submit(quick_config(embedded_model_dir, max_steps=2, dataset=str(STORIES), val_fraction=0.0),
@@ -80,6 +87,8 @@ def test_stop_mid_run_leaves_a_loadable_adapter(queue, embedded_model_dir):
     assert queue.wait(run.id, timeout=120) == "stopped"
     assert "adapter trained so far is saved" in run.status()["message"]
     assert_adapter_loads(run, embedded_model_dir)
+    trained = lora_b_weights(run.adapter_dir)  # q_proj and v_proj of every layer
+    assert trained and all(w.abs().max() > 0 for w in trained.values()), "the saved adapter was never trained"
 
 
 def test_killed_run_is_interrupted_and_resumes_from_its_checkpoint(queue, embedded_model_dir):
