@@ -92,16 +92,40 @@ def test_stop_mid_run_leaves_a_loadable_adapter(queue, embedded_model_dir):
 
 
 def test_killed_run_is_interrupted_and_resumes_from_its_checkpoint(queue, embedded_model_dir):
+    import torch
+
     run = queue.submit(quick_config(embedded_model_dir, max_steps=6, val_fraction=0.0))
-    wait_for(lambda: run.latest_checkpoint() is not None, what="a checkpoint")
+
+    def logged_past_a_checkpoint():
+        checkpoint = run.latest_checkpoint()
+        return checkpoint is not None and any(m["step"] > int(checkpoint.name.split("-")[1])
+                                              for m in run.metrics() if "loss" in m)
+
+    wait_for(logged_past_a_checkpoint, what="a step logged after a checkpoint")
     os.kill(run.status()["pid"], signal.SIGKILL)
     assert queue.wait(run.id, timeout=60) == "interrupted"
     checkpoint_step = int(run.latest_checkpoint().name.split("-")[1])
+    # the steps the killed run took after its checkpoint, which the resumed run takes again
+    lost = {m["step"]: m for m in run.metrics() if "loss" in m and m["step"] > checkpoint_step}
+    assert lost, "the kill came after a newer checkpoint was written"
     queue.resume(run.id)
     assert queue.wait(run.id, timeout=400) == "completed", run.log_tail()
     assert f"Resuming from checkpoint-{checkpoint_step}" in run.log_path.read_text()
+    metrics = {m["step"]: m for m in run.metrics() if "loss" in m}
     steps = [m["step"] for m in run.metrics() if "loss" in m]
     assert steps == sorted(set(steps)) and steps[-1] == 6  # no step counted twice after the resume
+    # Retaken from the checkpoint's weights, optimizer, schedule and random state, on the same batches, those steps
+    # log what they logged before the kill: a resume from fresh weights logs a loss several percent higher at the
+    # first of them, a fresh optimizer and schedule another learning rate. Not to the last digit: trl trains a
+    # QLoRA adapter in bf16, and transformers loads it back in float32 (measured: 1e-4 apart in the loss).
+    for step, before in lost.items():
+        again = metrics[step]
+        assert again["learning_rate"] == pytest.approx(before["learning_rate"], rel=1e-6), (step, before, again)
+        assert again["loss"] == pytest.approx(before["loss"], rel=2e-3), (step, before, again)
+        assert again["grad_norm"] == pytest.approx(before["grad_norm"], rel=2e-2), (step, before, again)
+    # Adam's own count of updates went on from the checkpoint's: a fresh optimizer would count only 6 - checkpoint
+    optimizer = torch.load(run.checkpoints_dir / "checkpoint-6" / "optimizer.pt", weights_only=True)
+    assert optimizer["state"] and {int(s["step"]) for s in optimizer["state"].values()} == {6}
     assert_adapter_loads(run, embedded_model_dir)
 
 
