@@ -4,7 +4,7 @@ import json
 import pytest
 
 from studio.config import ConfigError, TrainConfig, config_from_preset, load_presets, save_user_preset, suggest_for_size
-from studio.runs import Run
+from studio.runs import Run, create_run
 from studio.training.advisor import advise
 from studio.training.memory import estimate
 from studio.training.targets import resolve_target_modules
@@ -146,3 +146,28 @@ def test_early_stopping_keeps_the_best_checkpoint_and_evaluates_when_it_saves(tm
     assert args.eval_steps == args.save_steps == 5
     plain = training_arguments(TrainConfig(dataset="d"), str(tmp_path), evaluate=False)
     assert not plain.load_best_model_at_end and plain.eval_strategy == "no" and plain.padding_free
+
+
+def test_a_checkpoint_is_saved_at_least_every_few_minutes(workspace, monkeypatch):
+    from types import SimpleNamespace
+
+    from transformers import TrainerControl
+
+    from studio.training import recorder
+
+    run = create_run(workspace, TrainConfig(dataset="d"))
+    clock = [1000.0]
+    monkeypatch.setattr(recorder.time, "time", lambda: clock[0])
+    watcher = recorder.RunRecorder(run)
+    args, state = SimpleNamespace(world_size=1), SimpleNamespace(global_step=1)
+    control = TrainerControl()
+    clock[0] += recorder.CHECKPOINT_EVERY_S - 1
+    watcher.on_step_end(args, state, control)
+    assert not control.should_save
+    clock[0] += 1
+    watcher.on_step_end(args, state, control)
+    assert control.should_save  # due, though save_steps is far off
+    watcher.on_save(args, state, TrainerControl())
+    control = TrainerControl()
+    watcher.on_step_end(args, state, control)
+    assert not control.should_save  # the clock starts again at each save

@@ -15,6 +15,10 @@ from ..runs import Run
 from ..workspace import append_jsonl, write_atomic
 
 
+# A checkpoint at least this often: a run killed (a power cut, the app restarted) resumes from at most this long ago.
+CHECKPOINT_EVERY_S = 5 * 60
+
+
 class RunRecorder(TrainerCallback):
     def __init__(self, run: Run):
         self.run = run
@@ -23,11 +27,12 @@ class RunRecorder(TrainerCallback):
         self._started = time.time()
         self._first_step = 0
         self._tokens_at = (time.time(), 0)
+        self._saved_at = time.time()
         # The job queue asks for a stop with a file; a plain SIGTERM (Ctrl-C, kill) means the same.
         signal.signal(signal.SIGTERM, lambda *_: setattr(self, "_signalled", True))
 
     def on_train_begin(self, args, state, control, model=None, **kwargs):
-        self._started = time.time()
+        self._started = self._saved_at = time.time()
         self._first_step = state.global_step  # not 0 when resuming
         self._tokens_at = (time.time(), state.num_input_tokens_seen)
         if not state.is_world_process_zero:
@@ -47,10 +52,16 @@ class RunRecorder(TrainerCallback):
         if state.global_step == self._first_step and model is not None and not model.training:
             raise RuntimeError("the model is in eval mode at the first training step")
 
+    def on_save(self, args, state, control, **kwargs):
+        self._saved_at = time.time()
+
     def on_step_end(self, args, state, control, **kwargs):
+        due = time.time() - self._saved_at >= CHECKPOINT_EVERY_S  # a kill loses minutes, whatever save_steps says
         asked = self.run.stop_requested or self._signalled
-        if args.world_size > 1:
-            asked = _asked_anywhere(asked, args.device)
+        if args.world_size > 1:  # every process saves and stops together, or they wait for each other for ever
+            due, asked = _asked_anywhere(due, args.device), _asked_anywhere(asked, args.device)
+        if due:
+            control.should_save = True
         if asked:
             self.stopped = True
             control.should_training_stop = True
@@ -92,7 +103,7 @@ class RunRecorder(TrainerCallback):
 
 
 def _asked_anywhere(asked: bool, device) -> bool:
-    """Whether any process was asked to stop (the stop file can appear between two processes' checks)."""
+    """Whether any process says yes (a stop file can appear between two processes' checks, clocks differ)."""
     import torch
     import torch.distributed as dist
 
