@@ -98,3 +98,11 @@ def test_compare_shows_each_runs_card_and_only_the_settings_that_differ(workspac
     table = report_view.compare_cards([first, second])
     assert list(table.columns[4:]) == ["learning_rate"]
     assert table.iloc[0]["verdict"].startswith("It barely changed") and table.iloc[1]["verdict"] == "no card yet"
+
+
+def test_a_card_asked_for_the_runs_own_data_is_its_report_json(workspace):
+    from studio.evaluation import card_path
+
+    run = create_run(workspace, TrainConfig(dataset="pirates"))
+    assert card_path(run) == card_path(run, "pirates") == run.path / "report.json"
+    assert card_path(run, "other.csv") == run.path / "reports" / "other.json"

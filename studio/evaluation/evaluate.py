@@ -13,10 +13,17 @@ from .report_card import choose_examples, make_report_card
 
 
 def card_path(run: Run, data: str | None = None) -> Path:
-    """Where a run's report card for `data` lives (None: the data it trained on)."""
-    if not data:
+    """Where a run's report card for `data` lives (None, or the data it trained on: report.json)."""
+    if not data or data == _trained_on(run):
         return run.path / "report.json"
     return run.path / "reports" / f"{safe_name(Path(data).stem if Path(data).suffix else data, 'data')}.json"
+
+
+def _trained_on(run: Run) -> str | None:
+    try:
+        return run.config.dataset
+    except (ValueError, OSError):  # an unreadable run.yaml: its own card is report.json all the same
+        return None
 
 
 def read_card(run: Run, data: str | None = None) -> dict | None:
@@ -40,17 +47,16 @@ def evaluate_run(run: Run, workspace: Workspace, data: str | None = None, progre
     config = run.config
     if not run.has_adapter():
         raise FileNotFoundError(f"Run {run.id} has no adapter yet: evaluate it once it has finished or stopped.")
+    same = not data or data == config.dataset
     records, _ = load_records(data or config.dataset, workspace)
-    source, examples, training = choose_examples(records, config.val_fraction, config.seed,
-                                                 other_data=bool(data) and data != config.dataset)
+    source, examples, training = choose_examples(records, config.val_fraction, config.seed, other_data=not same)
     model_path = resolve_model(config.model, workspace, progress=progress)
     progress(f"Loading {config.model} and the adapter of {run.id}")
     tokenizer = load_tokenizer(model_path)
     model = PeftModel.from_pretrained(load_base_model(model_path, config.quantization, config.double_quant),
                                       str(run.adapter_dir))
     card = make_report_card(model, tokenizer, source, examples, training, progress)
-    same = not data or data == config.dataset
-    return _save(run, card, data=None if same else data, data_label=data or config.dataset)
+    return _save(run, card, data=data, data_label=data or config.dataset)
 
 
 def _save(run: Run, card: dict, data: str | None, data_label: str) -> dict:

@@ -314,8 +314,8 @@ def build(studio: Studio, labels: Labels):
     card_text = gr.Markdown(elem_id="report-card")
     card_table = gr.Dataframe(interactive=False, wrap=True, elem_id="report-examples")
     with gr.Row():
-        eval_data = add(gr.Dropdown(dataset_choices(studio), label="Evaluate on (empty: the examples it held out)",
-                                    allow_custom_value=True, scale=3, elem_id="eval-data"))
+        eval_data = add(gr.Dropdown(dataset_choices(studio), value=None, allow_custom_value=True, scale=3,
+                                    label="Evaluate on (empty: the examples it held out)", elem_id="eval-data"))
         evaluate = add(gr.Button("Evaluate", scale=1, elem_id="evaluate"))
     log = add(gr.Textbox(label="Log (last lines)", lines=8, max_lines=8, autoscroll=True))
     with add(gr.Accordion("Compare runs and the queue", open=False)):
