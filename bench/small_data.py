@@ -99,12 +99,13 @@ def main() -> None:
 
     root = Path(tempfile.mkdtemp())
     workspace = Workspace.at(root / "workspace")
-    results = [measure(rows, args.max_updates, workspace, root, rule=False) for rows in args.without_rule]
-    results += [measure(rows, args.max_updates, workspace, root) for rows in args.rows]
     summary = {"date": time.strftime("%Y-%m-%d"), "machine": f"{platform.processor() or platform.machine()}, "
                f"{os.cpu_count()} cores, torch {torch.__version__}, CPU", "preset": "chatbot",
-               "command": "python " + " ".join(sys.argv), "runs": results}
-    Path(args.out).write_text(json.dumps(summary, indent=1) + "\n")
+               "command": "python " + " ".join(sys.argv), "runs": []}
+    sizes = [(rows, False) for rows in args.without_rule] + [(rows, True) for rows in args.rows]
+    for rows, rule in sizes:  # written after each size: a long bench cut short keeps what it measured
+        summary["runs"].append(measure(rows, args.max_updates, workspace, root, rule))
+        Path(args.out).write_text(json.dumps(summary, indent=1) + "\n")
     print(json.dumps(summary, indent=1))
 
 
