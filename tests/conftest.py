@@ -1,12 +1,16 @@
 """Shared test fixtures. Tests never reach the network and make their own small data."""
 import os
 import sys
+import tempfile
 from pathlib import Path
 
 import pytest
 
 os.environ["HF_HUB_OFFLINE"] = "1"
 os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
+# Hypothesis keeps what it learns (the examples that failed, to try them first next time) in the temporary folder,
+# not in .hypothesis/ of the working directory, which would be the repository.
+os.environ.setdefault("HYPOTHESIS_STORAGE_DIRECTORY", str(Path(tempfile.gettempdir()) / "lora-studio-hypothesis"))
 REPO = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(REPO))
 

@@ -7,6 +7,7 @@ nothing set by hand (a few minutes on two CPU cores): its voice must be heard on
 report card must say so; the chat and export steps then use it.
 """
 import json
+import re
 import subprocess
 import sys
 import zipfile
@@ -50,8 +51,14 @@ def test_the_adapter_speaks_pirate_where_the_base_does_not(pirate_run):
                           cwd=REPO, capture_output=True, text=True, timeout=300)
     assert done.returncode == 0, done.stderr[-2000:]
     answers = json.loads(done.stdout.strip().splitlines()[-1])
-    assert "arr" in answers["adapter"].lower() and "matey" in answers["adapter"].lower()
-    assert "arr" not in answers["base"].lower().split() and "matey" not in answers["base"].lower()
+    adapter, base = words(answers["adapter"]), words(answers["base"])
+    assert "arr" in adapter and "matey" in adapter, answers  # the words themselves, not "carry" or "arrive"
+    assert "arr" not in base and "matey" not in base and "matey" not in answers["base"].lower(), answers
+
+
+def words(text: str) -> list[str]:
+    """The words of a text, lower-case, without the punctuation around them ("Arr, matey!" -> arr, matey)."""
+    return re.findall(r"[a-z]+", text.lower())
 
 
 def test_its_report_card_says_it_learned_on_prompts_it_never_saw(pirate_run):
@@ -132,8 +139,7 @@ def test_a_new_user_uploads_data_and_trains_with_live_charts(journey_app, page, 
     started = [r for r in studio.queue.workspace.runs.iterdir() if r.name.endswith("browser")]
     assert json.loads((started[0] / "status.json").read_text())["owner"] == LOGIN[0]
     page.wait_for_function("document.querySelector('#loss-plot canvas, #loss-plot svg') !== null")
-    Path(REPO / "docs" / "screenshots").mkdir(parents=True, exist_ok=True)
-    page.screenshot(path=str(REPO / "docs" / "screenshots" / "train.png"), full_page=True)
+    page.screenshot(path=str(tmp_path / "train.png"), full_page=True)  # the README's: scripts/screenshots.py
 
     # Delete asks first: one click only asks, a second one deletes.
     page.locator("#run-delete").click()
@@ -171,7 +177,7 @@ def test_train_tab_shows_the_report_card_and_compares_two_runs_cards(journey_app
     assert table.count("It learned") == 2 and "0.0001" in table and "dataset" not in table  # only what differs
 
 
-def test_chat_tab_shows_base_and_adapter_side_by_side(journey_app, page):
+def test_chat_tab_shows_base_and_adapter_side_by_side(journey_app, page, tmp_path):
     studio, run = journey_app
     open_logged_in(page, studio.url)
     page.get_by_role("tab", name="3 · Chat").click()
@@ -183,7 +189,7 @@ def test_chat_tab_shows_base_and_adapter_side_by_side(journey_app, page):
     right = page.locator("#chat-right-box").inner_text().lower()
     left = page.locator("#chat-left-box").inner_text().lower()
     assert "matey" in right and "matey" not in left
-    page.screenshot(path=str(REPO / "docs" / "screenshots" / "chat.png"), full_page=True)
+    page.screenshot(path=str(tmp_path / "chat.png"), full_page=True)
 
 
 def test_export_tab_merges_and_downloads_the_zip(journey_app, page, tmp_path):
@@ -194,7 +200,7 @@ def test_export_tab_merges_and_downloads_the_zip(journey_app, page, tmp_path):
     page.locator("#export-run input").press("Enter")
     page.locator("#export-merge").click()
     page.wait_for_selector("#export-result:has-text('matches base + adapter')", timeout=300_000)
-    page.screenshot(path=str(REPO / "docs" / "screenshots" / "export.png"), full_page=True)
+    page.screenshot(path=str(tmp_path / "export.png"), full_page=True)
     with page.expect_download() as download:
         page.locator("#export-download a").first.click()
     saved = tmp_path / "merged.zip"

@@ -261,9 +261,7 @@ def test_dataset_tab_in_the_browser(studio_app, page, tmp_path):
     assert (folder / "records.jsonl").read_text(encoding="utf-8").count("\n") == 3
     assert json.loads((folder / "report.json").read_text(encoding="utf-8"))["owner"] == "local"
 
-    shots = REPO / "docs" / "screenshots"
-    shots.mkdir(parents=True, exist_ok=True)
-    page.screenshot(path=str(shots / "dataset.png"), full_page=True)
+    page.screenshot(path=str(tmp_path / "dataset.png"), full_page=True)  # the README's: scripts/screenshots.py
     page.get_by_text("Saved datasets", exact=True).click()  # the list says who saved each dataset
     page.locator("#dataset-list [role=gridcell]").first.wait_for()
     assert grid(page, "#dataset-list") == [["pirate-chat", "local", "3", "messages"]]
