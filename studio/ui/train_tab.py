@@ -263,8 +263,9 @@ def build(studio: Studio, labels: Labels):
     presets = load_presets(studio.workspace.root / "presets")
     add = labels.add
     with gr.Row():
-        dataset = add(gr.Dropdown(dataset_choices(studio), label="Dataset (save one in the Dataset tab first)",
-                                  allow_custom_value=True, elem_id="train-dataset"))
+        # No dataset until one is picked: Gradio would show the first one without telling the plan and fit lines.
+        dataset = add(gr.Dropdown(dataset_choices(studio), value=None, allow_custom_value=True,
+                                  label="Dataset (save one in the Dataset tab first)", elem_id="train-dataset"))
         model = add(gr.Dropdown(model_choices(studio), value=EMBEDDED_LABEL, allow_custom_value=True,
                                 label="Base model: the embedded one, a folder on this machine, or a hub id (org/name)"))
         preset = add(gr.Dropdown(preset_choices(presets), value="chatbot", label="Preset"))
