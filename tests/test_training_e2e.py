@@ -135,3 +135,36 @@ def test_a_failing_run_says_why(queue, embedded_model_dir, tmp_path):
     run = queue.submit(TrainConfig(model=str(embedded_model_dir), dataset=str(empty), max_steps=2))
     assert queue.wait(run.id, timeout=200) == "failed"
     assert "no valid rows" in run.status()["message"]
+
+
+def test_early_stopping_ends_the_run_when_the_validation_loss_rises_and_keeps_the_best(queue, embedded_model_dir,
+                                                                                     tmp_path):
+    import json
+    import random
+
+    from safetensors.torch import load_file
+
+    # Answers that are random letters: memorising the training rows at a high learning rate makes every held-out
+    # answer less likely, so the validation loss turns up after a few updates.
+    rng = random.Random(0)
+    rows = [{"instruction": f"Give code {i}.", "output": "".join(rng.choice("bdfhjkmpqrtvwxz") for _ in range(12))}
+            for i in range(24)]
+    data = tmp_path / "codes.jsonl"
+    data.write_text("".join(json.dumps(r) + "\n" for r in rows))
+    run = queue.submit(quick_config(embedded_model_dir, dataset=str(data), max_steps=40, learning_rate=1e-2,
+                                    val_fraction=0.25, eval_steps=2, early_stopping_patience=2))
+    assert queue.wait(run.id, timeout=400) == "completed", run.log_tail()
+    evals = [(m["step"], m["eval_loss"]) for m in run.metrics() if "eval_loss" in m]
+    last_step = max(m["step"] for m in run.metrics() if "loss" in m)
+    best_step, best_loss = min(evals, key=lambda e: e[1])
+    assert last_step < 40, f"the run did not stop early: {evals}"
+    assert [step for step, _ in evals if step > best_step] == [best_step + 2, best_step + 4]  # patience 2
+    message = run.status()["message"]
+    assert f"Finished early, at update {last_step} of 40" in message and f"from update {best_step}" in message
+    # The adapter saved is the best checkpoint's, not the last update's.
+    saved = load_file(run.adapter_dir / "adapter_model.safetensors")
+    best = load_file(run.checkpoints_dir / f"checkpoint-{best_step}" / "adapter_model.safetensors")
+    last = load_file(run.checkpoints_dir / f"checkpoint-{last_step}" / "adapter_model.safetensors")
+    assert saved.keys() == best.keys()
+    assert all((saved[k] == best[k]).all() for k in saved)
+    assert any((saved[k] != last[k]).any() for k in saved)

@@ -38,9 +38,9 @@ def train_run(run: Run, workspace: Workspace) -> str:
         run.set_status(state="running", pid=os.getpid(), started=time.time(), message="")
     state, message = "failed", ""
     try:
-        state = _train(run, run.config, workspace)
+        state, early_stop = _train(run, run.config, workspace)
         message = Message("Stopped; the adapter trained so far is saved.") if state == "stopped" else \
-            Message("Finished.")
+            early_stop or Message("Finished.")
     except torch.OutOfMemoryError:
         message = OOM_ADVICE
     except (ConfigError, ModelNotFound, ValueError) as e:
@@ -76,7 +76,8 @@ def process_count() -> int:
     return int(os.environ.get("WORLD_SIZE", "1"))
 
 
-def _train(run: Run, config: TrainConfig, workspace: Workspace) -> str:
+def _train(run: Run, config: TrainConfig, workspace: Workspace) -> tuple[str, Message | None]:
+    """How the run ended, and what early stopping did, if it ended the run."""
     from datasets import Dataset
 
     from ..data import load_records, split, tokenize_record
@@ -109,14 +110,28 @@ def _train(run: Run, config: TrainConfig, workspace: Workspace) -> str:
     trainer.save_model(str(run.adapter_dir))  # the adapter and the tokenizer, written by the main process only
     say(f"Adapter saved to {run.adapter_dir}", flush=True)
     if recorder.stopped:  # a stop must be quick; its report card can be made on demand
-        return "stopped"
+        return "stopped", None
+    early_stop = _early_stop_note(trainer, config)  # said in the final status, and printed there
     if config.report_card and is_main_process():
         if trainer.is_fsdp_enabled:  # each process holds a shard: none can answer alone
             print("No report card here: the model is sharded across the GPUs. Press Evaluate in the Train tab for "
                   "one.", flush=True)
         else:
             _report_card(run, trainer.model, tokenizer, config, records)
-    return "completed"
+    return "completed", early_stop
+
+
+def _early_stop_note(trainer, config: TrainConfig) -> Message | None:
+    """When early stopping ended the run before its last step: where, and which checkpoint the adapter is."""
+    state = trainer.state
+    if not trainer.args.load_best_model_at_end or state.global_step >= state.max_steps \
+            or not state.best_model_checkpoint:
+        return None
+    return Message("Finished early, at update {step} of {planned}: the validation loss had not improved for "
+                   "{patience} evaluations. The adapter is the one from update {best}, with the lowest validation "
+                   "loss ({loss:.3f}).", step=state.global_step, planned=state.max_steps,
+                   patience=config.early_stopping_patience,
+                   best=int(state.best_model_checkpoint.rsplit("-", 1)[1]), loss=state.best_metric)
 
 
 def _report_card(run: Run, model, tokenizer, config: TrainConfig, records: list[dict]) -> None:
