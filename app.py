@@ -51,7 +51,7 @@ def main(argv=None) -> None:
         os.environ["STUDIO_ALLOW_REMOTE_CODE"] = "1"  # read by studio.models, also in the training children
     from studio.jobs import JobQueue
     from studio.models import resolve_model
-    from studio.ui.app import build_app
+    from studio.ui.app import appearance, build_app
     from studio.ui.context import Studio
     from studio.workspace import Workspace
 
@@ -64,7 +64,7 @@ def main(argv=None) -> None:
     if queue.gpu_problem:
         print(f"WARNING: {queue.gpu_problem}", file=sys.stderr, flush=True)
     studio = Studio(workspace, queue, admins=set(args.admin), logins=bool(logins), max_upload_mb=args.max_upload_mb)
-    build_app(studio).launch(**launch_options(args, workspace, logins))
+    build_app(studio).launch(**appearance(), **launch_options(args, workspace, logins))
 
 
 def launch_options(args, workspace, logins: list[tuple[str, str]]) -> dict:

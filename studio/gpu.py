@@ -51,8 +51,17 @@ def _read_gpus(nvml) -> list[dict]:
         memory = nvml.nvmlDeviceGetMemoryInfo(handle)
         name = nvml.nvmlDeviceGetName(handle)
         gpus.append({"index": i, "name": name.decode() if isinstance(name, bytes) else name,
-                     "total_gb": round(memory.total / _GB, 2), "free_gb": round(memory.free / _GB, 2)})
+                     "total_gb": round(memory.total / _GB, 2), "free_gb": round(memory.free / _GB, 2),
+                     "used_gb": round(memory.used / _GB, 2), "util": _utilisation(nvml, handle)})
     return gpus
+
+
+def _utilisation(nvml, handle) -> int | None:
+    """The share of the last sample period the GPU was busy, in percent; None where the board does not say."""
+    try:
+        return nvml.nvmlDeviceGetUtilizationRates(handle).gpu
+    except Exception:  # noqa: BLE001 - some boards (and MIG slices) do not report it
+        return None
 
 
 def _process_tree_rss_gb(pid: int) -> float:
