@@ -191,7 +191,7 @@ def build(studio: Studio, labels: Labels):
             top_p = add(gr.Slider(0.05, 1, value=0.9, step=0.05, label="Top-p"))
             max_new = add(gr.Slider(8, 2048, value=256, step=8, label="Longest answer (tokens)"))
             repetition = add(gr.Slider(1, 2, value=1.1, step=0.05, label="Repetition penalty"))
-    with gr.Row():
+    with gr.Row(elem_id="chat-boxes"):  # as tall as the view allows (desktop.css)
         left_chat = add(gr.Chatbot(label="Left", height=380, elem_id="chat-left-box"))
         right_chat = add(gr.Chatbot(label="Right", height=380, elem_id="chat-right-box"))
     with gr.Row():

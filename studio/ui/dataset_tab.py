@@ -367,12 +367,13 @@ def build(studio: Studio, labels: Labels):
         rendering = gr.HighlightedText(color_map={LEARNED: "#bbf7d0"}, show_legend=False, show_inline_category=False,
                                        show_label=False, combine_adjacent=True, elem_id="dataset-rendering")
         add(gr.Markdown("### Save it for training"))
-        with gr.Row(equal_height=True):
-            name = add(gr.Textbox(label="Dataset name", scale=3, elem_id="dataset-name"))
-            overwrite = add(gr.Checkbox(label="Replace a saved dataset with the same name", scale=1,
-                                        elem_id="dataset-overwrite"))
-            save_button = add(gr.Button("Save dataset", variant="primary", scale=1, elem_id="dataset-save"))
-        saved = gr.Markdown(elem_id="dataset-saved")
+        with gr.Column(elem_classes="action-bar"):  # in sight at the bottom of the view while it scrolls (desktop.css)
+            with gr.Row(equal_height=True):
+                name = add(gr.Textbox(label="Dataset name", scale=3, elem_id="dataset-name"))
+                overwrite = add(gr.Checkbox(label="Replace a saved dataset with the same name", scale=1,
+                                            elem_id="dataset-overwrite"))
+                save_button = add(gr.Button("Save dataset", variant="primary", scale=1, elem_id="dataset-save"))
+            saved = gr.Markdown(elem_id="dataset-saved")
 
     shown = [notice, results, report_state, editor, shape, summary, histogram, problems_note, problems,
              example, caption, rendering, preview]

@@ -262,72 +262,79 @@ def queue_table(studio: Studio, t: Translator = english) -> pd.DataFrame:
 def build(studio: Studio, labels: Labels):
     presets = load_presets(studio.workspace.root / "presets")
     add = labels.add
-    with gr.Row():
-        # No dataset until one is picked: Gradio would show the first one without telling the plan and fit lines.
-        dataset = add(gr.Dropdown(dataset_choices(studio), value=None, allow_custom_value=True,
-                                  label="Dataset (save one in the Dataset tab first)", elem_id="train-dataset"))
-        model = add(gr.Dropdown(model_choices(studio), value=EMBEDDED_LABEL, allow_custom_value=True,
-                                label="Base model: the embedded one, a folder on this machine, or a hub id (org/name)"))
-        preset = add(gr.Dropdown(preset_choices(presets), value="chatbot", label="Preset"))
-    preset_text = gr.Markdown(preset_description(presets, "chatbot"))
-    with gr.Row():
-        suggestion = gr.Markdown()
-        apply_suggestion = add(gr.Button("Apply suggestion", size="sm", visible=False))
-    schedule = gr.Markdown(elem_id="train-schedule")
-    with add(gr.Accordion("Advanced settings", open=False)):
-        advanced = []
-        defaults = settings_from(presets["chatbot"])
-        for (field, _), value in zip(ADVANCED, defaults):
-            advanced.append(add(_component_for(field, value), choices=field == "gradient_checkpointing"))
-        with gr.Row():
-            my_preset_name = add(gr.Textbox(label="Save these settings as my preset, named", scale=3))
-            save_preset = add(gr.Button("Save preset", scale=1))
-    fit = gr.Markdown(fit_text(studio, EMBEDDED_LABEL, defaults), elem_id="fit-estimate")
-    gpu_problem = gr.Markdown("⚠️ " + studio.queue.gpu_problem if studio.queue.gpu_problem else "",
-                              elem_id="gpu-problem")
-    gpus = gpu_choices(studio)
-    with gr.Row(visible=len(gpus) > 1):  # one GPU (or none) needs no choosing
-        gpu_pick = add(gr.CheckboxGroup(gpus, label="GPUs for this run (none ticked: any one free GPU)",
-                                        scale=3, elem_id="train-gpus"))
-        fsdp = add(gr.Checkbox(label="Shard the model across them (FSDP), for a model too large for one GPU",
-                               scale=2))
-    with gr.Row():
-        run_name = add(gr.Textbox(label="Name this run (optional)", scale=3))
-        start = add(gr.Button("Start training", variant="primary", scale=1, elem_id="start-training"))
-    notice = gr.Markdown(elem_id="train-notice")
-
-    add(gr.Markdown("### Runs"))
-    with gr.Row():
-        run_pick = add(gr.Dropdown(run_choices(studio), label="Watch run", scale=3, elem_id="run-pick"))
-        stop = add(gr.Button("Stop", scale=1))
-        resume = add(gr.Button("Resume", scale=1))
-        delete = add(gr.Button("Delete", scale=1, variant="stop", elem_id="run-delete"))
-    progress = gr.HTML(elem_id="run-progress")
-    with gr.Row():
-        loss_plot = add(gr.LinePlot(x="step", y="loss", color="series", title="Loss", x_title="step", y_title="loss",
-                                    color_title="series", height=250, elem_id="loss-plot"))
-        lr_plot = add(gr.LinePlot(x="step", y="learning_rate", title="Learning rate", x_title="step",
-                                  y_title="learning rate", height=250))
-        mem_plot = add(gr.LinePlot(x="seconds", y="GB", color="device", title="Memory (each GPU, or process on CPU)",
-                                   x_title="seconds", color_title="device", height=250))
-    advice = gr.Markdown(elem_id="run-advice")
-    add(gr.Markdown("### Did it work? The report card"))
-    card_text = gr.Markdown(elem_id="report-card")
-    card_table = gr.Dataframe(interactive=False, wrap=True, elem_id="report-examples")
-    with gr.Row():
-        eval_data = add(gr.Dropdown(dataset_choices(studio), value=None, allow_custom_value=True, scale=3,
-                                    label="Evaluate on (empty: the examples it held out)", elem_id="eval-data"))
-        evaluate = add(gr.Button("Evaluate", scale=1, elem_id="evaluate"))
-    log = add(gr.Textbox(label="Log (last lines)", lines=8, max_lines=8, autoscroll=True))
-    with add(gr.Accordion("Compare runs and the queue", open=False)):
-        compare_pick = add(gr.Dropdown(run_choices(studio), multiselect=True, label="Runs to compare",
-                                       elem_id="compare-pick"))
-        compare_plot = add(gr.LinePlot(x="step", y="loss", color="run", title="Training loss", x_title="step",
-                                       y_title="loss", color_title="run", height=250))
-        compare_table = add(gr.Dataframe(label="Their report cards, and the settings in which they differ",
-                                         interactive=False, wrap=True, elem_id="compare-cards"))
-        queue_view = add(gr.Dataframe(queue_table(studio), label="Queue (running first, then in order)",
-                                      interactive=False))
+    # The settings beside the run they start, each scrolling on its own; stacked on a narrow window.
+    with gr.Row(elem_id="train-panes"):
+        with gr.Column(elem_id="train-settings"):
+            with gr.Row():
+                # No dataset until one is picked: Gradio would show the first one without telling the plan and fit
+                # lines.
+                dataset = add(gr.Dropdown(dataset_choices(studio), value=None, allow_custom_value=True,
+                                          label="Dataset (save one in the Dataset tab first)", elem_id="train-dataset"))
+                model = add(gr.Dropdown(model_choices(studio), value=EMBEDDED_LABEL, allow_custom_value=True,
+                                        label="Base model: the embedded one, a folder on this machine, or a hub id "
+                                              "(org/name)"))
+                preset = add(gr.Dropdown(preset_choices(presets), value="chatbot", label="Preset"))
+            preset_text = gr.Markdown(preset_description(presets, "chatbot"))
+            with gr.Row():
+                suggestion = gr.Markdown()
+                apply_suggestion = add(gr.Button("Apply suggestion", size="sm", visible=False))
+            schedule = gr.Markdown(elem_id="train-schedule")
+            with add(gr.Accordion("Advanced settings", open=False)):
+                advanced = []
+                defaults = settings_from(presets["chatbot"])
+                for (field, _), value in zip(ADVANCED, defaults):
+                    advanced.append(add(_component_for(field, value), choices=field == "gradient_checkpointing"))
+                with gr.Row():
+                    my_preset_name = add(gr.Textbox(label="Save these settings as my preset, named", scale=3))
+                    save_preset = add(gr.Button("Save preset", scale=1))
+            fit = gr.Markdown(fit_text(studio, EMBEDDED_LABEL, defaults), elem_id="fit-estimate")
+            gpu_problem = gr.Markdown("⚠️ " + studio.queue.gpu_problem if studio.queue.gpu_problem else "",
+                                      elem_id="gpu-problem")
+            gpus = gpu_choices(studio)
+            with gr.Row(visible=len(gpus) > 1):  # one GPU (or none) needs no choosing
+                gpu_pick = add(gr.CheckboxGroup(gpus, label="GPUs for this run (none ticked: any one free GPU)",
+                                                scale=3, elem_id="train-gpus"))
+                fsdp = add(gr.Checkbox(label="Shard the model across them (FSDP), for a model too large for one GPU",
+                                       scale=2))
+            with gr.Row(elem_classes="action-bar"):  # in sight while the settings scroll (desktop.css)
+                run_name = add(gr.Textbox(label="Name this run (optional)", scale=3))
+                start = add(gr.Button("Start training", variant="primary", scale=1, elem_id="start-training"))
+            notice = gr.Markdown(elem_id="train-notice")
+        with gr.Column(elem_id="train-watch"):
+            add(gr.Markdown("### Runs"))
+            with gr.Row():
+                run_pick = add(gr.Dropdown(run_choices(studio), label="Watch run", scale=3, elem_id="run-pick"))
+                stop = add(gr.Button("Stop", scale=1))
+                resume = add(gr.Button("Resume", scale=1))
+                delete = add(gr.Button("Delete", scale=1, variant="stop", elem_id="run-delete"))
+            progress = gr.HTML(elem_id="run-progress")
+            with gr.Row(elem_id="train-charts"):
+                loss_plot = add(gr.LinePlot(x="step", y="loss", color="series", title="Loss", x_title="step",
+                                            y_title="loss",
+                                            color_title="series", height=250, elem_id="loss-plot"))
+                lr_plot = add(gr.LinePlot(x="step", y="learning_rate", title="Learning rate", x_title="step",
+                                          y_title="learning rate", height=250))
+                mem_plot = add(gr.LinePlot(x="seconds", y="GB", color="device",
+                                           title="Memory (each GPU, or process on CPU)",
+                                           x_title="seconds", color_title="device", height=250))
+            advice = gr.Markdown(elem_id="run-advice")
+            add(gr.Markdown("### Did it work? The report card"))
+            card_text = gr.Markdown(elem_id="report-card")
+            card_table = gr.Dataframe(interactive=False, wrap=True, elem_id="report-examples")
+            with gr.Row():
+                eval_data = add(gr.Dropdown(dataset_choices(studio), value=None, allow_custom_value=True, scale=3,
+                                            label="Evaluate on (empty: the examples it held out)", elem_id="eval-data"))
+                evaluate = add(gr.Button("Evaluate", scale=1, elem_id="evaluate"))
+            log = add(gr.Textbox(label="Log (last lines)", lines=8, max_lines=8, autoscroll=True))
+            with add(gr.Accordion("Compare runs and the queue", open=False)):
+                compare_pick = add(gr.Dropdown(run_choices(studio), multiselect=True, label="Runs to compare",
+                                               elem_id="compare-pick"))
+                compare_plot = add(gr.LinePlot(x="step", y="loss", color="run", title="Training loss", x_title="step",
+                                               y_title="loss", color_title="run", height=250))
+                compare_table = add(gr.Dataframe(label="Their report cards, and the settings in which they differ",
+                                                 interactive=False, wrap=True, elem_id="compare-cards"))
+                queue_view = add(gr.Dataframe(queue_table(studio), label="Queue (running first, then in order)",
+                                              interactive=False))
     timer = gr.Timer(2.0)
 
     # ---- behaviour ----
