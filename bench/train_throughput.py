@@ -1,11 +1,12 @@
-"""Training speed and memory: LoRA Studio's engine against the plain recipe, side by side on one GPU.
+"""Training speed and memory: LoRA Studio's engine against the plain recipe and TRL's best, side by side on one GPU.
 
 The plain recipe is what a careful person writes from the transformers + peft + bitsandbytes docs: NF4
 base (double quantisation, bf16 compute), prepare_model_for_kbit_training, LoRA, padded batches, gradient
-checkpointing, SDPA attention, transformers' Trainer. LoRA Studio's engine is studio.training.trainer's
-build_trainer, exactly as a run uses it. Both see the same sequences in the same batches (random token ids
-with lengths drawn like a chat dataset's), the same model shape (random weights), rank, target modules
-and batch size.
+checkpointing, SDPA attention, transformers' Trainer. TRL's best is the fastest QLoRA SFT set-up TRL's own
+docs describe (see run_trl_best). LoRA Studio's engine is studio.training.trainer's build_trainer, exactly as
+a run uses it. All see sequences drawn alike (random token ids with lengths drawn like a chat dataset's; the
+plain recipe and the engine the very same batches), the same model shape (random weights), rank, target
+modules and batch size.
 
     python bench/train_throughput.py --shape llama2-7b     # on the GPU machine
     python bench/train_throughput.py --shape llama2-7b --packed-only --packed-batches 4,8   # packed MFU only
@@ -14,6 +15,7 @@ and batch size.
 from __future__ import annotations
 
 import argparse
+import datetime
 import gc
 import json
 import math
@@ -33,6 +35,11 @@ SHAPES = {
                       num_attention_heads=32, num_key_value_heads=32, vocab_size=32000),
     "qwen2.5-3b": dict(model_type="qwen2", hidden_size=2048, intermediate_size=11008, num_hidden_layers=36,
                        num_attention_heads=16, num_key_value_heads=2, vocab_size=151936, tie_word_embeddings=True),
+    # a 128k vocabulary: the output layer and the loss are a large share of the memory
+    "llama3-8b": dict(model_type="llama", hidden_size=4096, intermediate_size=14336, num_hidden_layers=32,
+                      num_attention_heads=32, num_key_value_heads=8, vocab_size=128256),
+    "qwen2.5-7b": dict(model_type="qwen2", hidden_size=3584, intermediate_size=18944, num_hidden_layers=28,
+                       num_attention_heads=28, num_key_value_heads=4, vocab_size=152064),
     "tiny": dict(model_type="llama", hidden_size=256, intermediate_size=688, num_hidden_layers=2,
                  num_attention_heads=4, num_key_value_heads=4, vocab_size=1000),
 }
@@ -41,10 +48,10 @@ PEAK_TFLOPS = {"H100": 989.0, "H200": 989.0, "A100": 312.0}
 TARGETS = ["q_proj", "k_proj", "v_proj", "o_proj", "gate_proj", "up_proj", "down_proj"]
 
 
-def chat_lengths(count: int, seed: int, max_length: int) -> list[int]:
-    """Token lengths spread like a chat dataset's: log-normal, median 300 tokens, a long tail, capped."""
+def chat_lengths(count: int, seed: int, max_length: int, median: int = 300) -> list[int]:
+    """Token lengths spread like a chat dataset's: log-normal, median 300 tokens unless told, a long tail, capped."""
     rng = random.Random(seed)
-    return [max(16, min(max_length, int(rng.lognormvariate(math.log(300), 0.9)))) for _ in range(count)]
+    return [max(16, min(max_length, int(rng.lognormvariate(math.log(median), 0.9)))) for _ in range(count)]
 
 
 def make_model_dir(shape: str, root: Path, tokenizer_from: Path | None = None) -> Path:
@@ -160,6 +167,44 @@ def run_studio(model_dir, data, args, extra_callbacks=(), **overrides) -> dict:
             config.target_modules}
 
 
+def run_trl_best(model_dir, data, args) -> dict:
+    """TRL's fastest documented QLoRA SFT set-up, put together from its docs as a TRL user would: the NF4 model
+    with the best attention transformers has on this machine (FlashAttention 2 when flash-attn is installed,
+    else SDPA), SFTTrainer with packing (best-fit decreasing, which trains padding-free: no padding, sequences
+    kept apart by their position ids), Liger's kernels (`use_liger_kernel`), and gradient checkpointing off
+    (TRL turns it on by default; its Liger page says the memory Liger saves lets it go, for speed)."""
+    import importlib.util
+
+    from datasets import Dataset
+    from peft import LoraConfig
+    from transformers import AutoModelForCausalLM, AutoTokenizer, BitsAndBytesConfig
+    from trl import SFTConfig, SFTTrainer
+
+    from studio.training.memory import liger_installed
+
+    free_gpu()
+    on_gpu = torch.cuda.is_available()
+    attention = "flash_attention_2" if on_gpu and importlib.util.find_spec("flash_attn") else "sdpa"
+    compute = torch.bfloat16 if on_gpu else torch.float32
+    model = AutoModelForCausalLM.from_pretrained(
+        model_dir, attn_implementation=attention, dtype=compute, device_map={"": 0} if on_gpu else {"": "cpu"},
+        quantization_config=BitsAndBytesConfig(load_in_4bit=True, bnb_4bit_quant_type="nf4",
+                                               bnb_4bit_use_double_quant=True, bnb_4bit_compute_dtype=compute))
+    watch = Stopwatch(args.warmup)
+    trainer = SFTTrainer(
+        model=model, train_dataset=Dataset.from_list([{"input_ids": ids} for ids in data]),
+        processing_class=AutoTokenizer.from_pretrained(model_dir), callbacks=[watch.callback],
+        peft_config=LoraConfig(r=args.rank, lora_alpha=2 * args.rank, target_modules=TARGETS, lora_dropout=0.0,
+                               task_type="CAUSAL_LM"),
+        args=SFTConfig(
+            output_dir=tempfile.mkdtemp(), per_device_train_batch_size=args.batch, max_steps=args.steps,
+            learning_rate=2e-4, max_length=args.max_length, packing=True, use_liger_kernel=on_gpu and liger_installed(),
+            activation_checkpointing=False, bf16=on_gpu, use_cpu=not on_gpu, logging_steps=1000, save_strategy="no",
+            report_to="none", disable_tqdm=True, include_num_input_tokens_seen="all", seed=args.seed,
+            dataloader_num_workers=0))
+    return {**_measure(trainer, watch), "attention": attention, "liger": bool(trainer.args.use_liger_kernel)}
+
+
 def free_gpu() -> None:
     """Hand back what the run before this one in the process held. Its trainer and model hold each other, so
     only a collection frees them: without it their memory would count in the next run's peak (up to 2.8 GB
@@ -196,13 +241,19 @@ def model_flops_utilisation(result: dict, shape: str) -> float | None:
     return round(result["tok_s"] * flops / (peak * 1e12), 4) if peak else None
 
 
+def packing_data(vocab: int, batch: int, args) -> list[list[int]]:
+    """Enough chat-length rows to fill every step of a packed run (they average about 430 tokens, fewer when
+    max_length caps them)."""
+    rows_needed = args.steps * batch * args.max_length // min(300, args.max_length)
+    return sequences(chat_lengths(rows_needed, args.seed, args.max_length), vocab, args.seed)
+
+
 def packed_runs(model_dir, vocab: int, args) -> list[dict]:
     """LoRA Studio with packing on (rows laid end to end into full max_length rows), one run per batch size:
     how efficiently the engine uses the card once every step is full."""
     runs = []
     for batch in args.packed_batches:
-        rows_needed = args.steps * batch * args.max_length // 300  # chat rows average about 430 tokens
-        data = sequences(chat_lengths(rows_needed, args.seed, args.max_length), vocab, args.seed)
+        data = packing_data(vocab, batch, args)
         run = argparse.Namespace(**{**vars(args), "batch": batch})
         try:
             result = run_studio(model_dir, data, run, packing=True, gradient_checkpointing=args.packed_checkpointing)
@@ -220,27 +271,39 @@ def packed_runs(model_dir, vocab: int, args) -> list[dict]:
     return runs
 
 
-def compare_recipes(model_dir, data, args) -> dict:
+def compare_recipes(model_dir, data, vocab: int, args) -> dict:
     gpu = torch.cuda.get_device_name() if torch.cuda.is_available() else "cpu"
-    baseline = run_plain_recipe(model_dir, data, args)
-    print("plain recipe", baseline, flush=True)
-    studio = run_studio(model_dir, data, args)  # gradient checkpointing 'auto', as a run has it
-    print("LoRA Studio", studio, flush=True)
-    recomputing = run_studio(model_dir, data, args, gradient_checkpointing="on")
-    print("LoRA Studio, checkpointing forced on", recomputing, flush=True)
 
     def mfu(result):
         return model_flops_utilisation(result, args.shape)
 
-    return {"gpu": gpu, "model_shape": args.shape, "rank": args.rank, "targets": TARGETS, "batch": args.batch,
-            "timed_steps": args.steps - args.warmup, "baseline_tok_s": baseline["tok_s"],
-            "studio_tok_s": studio["tok_s"], "ratio": round(studio["tok_s"] / baseline["tok_s"], 3),
-            "studio_mfu": mfu(studio), "studio_checkpointing": studio["checkpointing"],
-            "baseline_peak_gb": baseline["peak_gb"], "studio_peak_gb": studio["peak_gb"],
-            "studio_checkpointing_on_tok_s": recomputing["tok_s"],
-            "studio_checkpointing_on_ratio": round(recomputing["tok_s"] / baseline["tok_s"], 3),
-            "studio_checkpointing_on_mfu": mfu(recomputing), "studio_checkpointing_on_peak_gb": recomputing["peak_gb"],
-            "torch": torch.__version__}
+    baseline = run_plain_recipe(model_dir, data, args)
+    print("plain recipe", baseline, flush=True)
+    studio = run_studio(model_dir, data, args)  # gradient checkpointing 'auto', as a run has it
+    print("LoRA Studio", studio, flush=True)
+    try:
+        trl = run_trl_best(model_dir, packing_data(vocab, args.batch, args), args)
+    except torch.OutOfMemoryError:  # its full rows without recomputation can be too much: say so, keep the rest
+        free_gpu()
+        trl = {"error": "out of memory"}
+    print("TRL's best", trl, flush=True)
+    result = {"gpu": gpu, "model_shape": args.shape, "rank": args.rank, "targets": TARGETS, "batch": args.batch,
+              "timed_steps": args.steps - args.warmup, "baseline_tok_s": baseline["tok_s"],
+              "studio_tok_s": studio["tok_s"], "ratio": round(studio["tok_s"] / baseline["tok_s"], 3),
+              "studio_mfu": mfu(studio), "studio_checkpointing": studio["checkpointing"],
+              "baseline_peak_gb": baseline["peak_gb"], "studio_peak_gb": studio["peak_gb"],
+              **{f"trl_best_{key}": value for key, value in trl.items() if key != "checkpointing"},
+              "torch": torch.__version__}
+    if "tok_s" in trl:
+        result.update(trl_best_mfu=mfu(trl), studio_vs_trl_best=round(studio["tok_s"] / trl["tok_s"], 3))
+    if not args.skip_checkpointing_on:
+        recomputing = run_studio(model_dir, data, args, gradient_checkpointing="on")
+        print("LoRA Studio, checkpointing forced on", recomputing, flush=True)
+        result.update({"studio_checkpointing_on_tok_s": recomputing["tok_s"],
+                       "studio_checkpointing_on_ratio": round(recomputing["tok_s"] / baseline["tok_s"], 3),
+                       "studio_checkpointing_on_mfu": mfu(recomputing),
+                       "studio_checkpointing_on_peak_gb": recomputing["peak_gb"]})
+    return result
 
 
 def low_vram_peak(model_dir, vocab: int, args) -> float | None:
@@ -257,7 +320,7 @@ def low_vram_peak(model_dir, vocab: int, args) -> float | None:
                       grad_accum=1, max_length=2048)["peak_gb"]
 
 
-def main() -> None:
+def main(argv: list[str] | None = None) -> dict:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--shape", choices=SHAPES, default="llama2-7b")
     parser.add_argument("--steps", type=int, default=24)
@@ -273,9 +336,11 @@ def main() -> None:
     parser.add_argument("--packed-checkpointing", choices=("auto", "on", "off"), default="auto",
                         help="gradient checkpointing of the packed runs (default: as a run decides)")
     parser.add_argument("--skip-low-vram", action="store_true", help="leave out the low-vram preset's peak")
+    parser.add_argument("--skip-checkpointing-on", action="store_true",
+                        help="leave out the engine's run with gradient checkpointing forced on")
     parser.add_argument("--low-vram-only", action="store_true", help="measure only the low-vram preset's peak")
     parser.add_argument("--out", default=str(Path(__file__).parent / "results" / "train_throughput.json"))
-    args = parser.parse_args()
+    args = parser.parse_args(argv)
 
     model_dir = make_model_dir(args.shape, Path(args.models))
     vocab = SHAPES[args.shape]["vocab_size"]
@@ -283,22 +348,26 @@ def main() -> None:
 
     out = Path(args.out)
     results = json.loads(out.read_text()) if out.exists() else {}
-    result = results.get(args.shape, {})
+    result = results.setdefault(args.shape, {})
+    command = "python bench/train_throughput.py " + " ".join(argv if argv is not None else sys.argv[1:])
+
+    def save(**measured) -> None:  # after each part: a run cut short keeps what it measured
+        result.update(measured, date=datetime.date.today().isoformat(), command=command)
+        out.parent.mkdir(parents=True, exist_ok=True)
+        out.write_text(json.dumps(results, indent=2) + "\n")
+
     if not (args.low_vram_only or args.packed_only):
-        result.update(compare_recipes(model_dir, data, args))
+        save(**compare_recipes(model_dir, data, vocab, args))
     if args.packed_batches and not args.low_vram_only:
         forced = "" if args.packed_checkpointing == "auto" else f"_checkpointing_{args.packed_checkpointing}"
         result["studio_packed" + forced] = packed_runs(model_dir, vocab, args)
         mfus = [run["mfu"] for name, runs in result.items() if name.startswith("studio_packed") and
                 isinstance(runs, list) for run in runs if run.get("mfu")]
-        result["studio_packed_mfu"] = max(mfus, default=None)
+        save(studio_packed_mfu=max(mfus, default=None))
     if not (args.skip_low_vram or args.packed_only):
-        result["low_vram_7b_2k_peak_gb"] = low_vram_peak(model_dir, vocab, args)
-        result["low_vram_shape"] = args.shape
-    results[args.shape] = result
-    out.parent.mkdir(parents=True, exist_ok=True)
-    out.write_text(json.dumps(results, indent=2) + "\n")
+        save(low_vram_2k_peak_gb=low_vram_peak(model_dir, vocab, args))
     print(json.dumps(result, indent=2))
+    return result
 
 
 if __name__ == "__main__":
