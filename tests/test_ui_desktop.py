@@ -1,4 +1,6 @@
-"""The studio as one desktop-style window: the status bar's figures, and what one survey of them costs."""
+"""The studio as one desktop-style window: the status bar's figures and what one survey of them costs; and, in one
+browser page, every view's main action in sight at a laptop's and a desktop's size with no horizontal scroll, every
+control reachable by keyboard in reading order, and axe-core's verdict in English and 繁體中文."""
 import threading
 import time
 
@@ -73,3 +75,119 @@ def test_many_pages_asking_at_once_share_one_survey(monkeypatch):
     assert answers == [1] * 8 and len(taken) == 1
     time.sleep(0.5)
     assert shared() == 2  # older than max_age: surveyed again
+
+
+# ---- the window in a real browser ----------------------------------------------------------------
+
+MAIN_ACTIONS = {"1 · Dataset": "#dataset-save", "2 · Train": "#start-training", "3 · Chat": "#chat-send",
+                "4 · Export": "#export-merge"}
+SIZES = ({"width": 1366, "height": 768}, {"width": 1920, "height": 1080})  # a common laptop's, a desktop's
+# Violations inside Gradio 6.31 that the page cannot change: its placeholder for an empty plot or file
+# (@gradio/atoms Empty) is <div class="empty" aria-label="Empty value"> with no role, which ARIA forbids;
+GRADIOS_OWN = {("aria-prohibited-attr", '<div aria-label="Empty value" class="empty'),
+               # and its line plots leave the marks Vega draws (lines, points shown on hover) without a name
+               ("svg-img-alt", '<g class="mark-')}
+
+
+def in_sight(page, selector: str) -> bool:
+    """Inside the window and not covered by anything: what a person sees without scrolling."""
+    return page.evaluate("""s => { const e = document.querySelector(s), r = e.getBoundingClientRect();
+        const inside = r.width > 0 && r.top >= 0 && r.left >= 0 && r.bottom <= innerHeight && r.right <= innerWidth;
+        return inside && e.contains(document.elementFromPoint(r.x + r.width / 2, r.y + r.height / 2)); }""", selector)
+
+
+def scrolls_sideways(page) -> list[str]:
+    """The page itself, or any part of it, that would scroll horizontally."""
+    return page.evaluate("""() => [document.scrollingElement, ...document.querySelectorAll('*')].filter(e =>
+        e.scrollWidth > e.clientWidth + 1 && (e === document.scrollingElement ||
+                                              ['auto', 'scroll'].includes(getComputedStyle(e).overflowX)))
+        .map(e => e.tagName + (e.id ? '#' + e.id : '') + '.' + e.className)""")
+
+
+def keyboard_stops(page) -> dict:
+    """Press Tab from the top of the page until focus comes round again; then which of the sidebar's and the open
+    view's visible controls it never reached, and the stops that went against the page's reading order."""
+    page.locator("#app-name").click()  # where the next Tab starts from: the top of the page
+    page.evaluate("""() => { window.tabStops = [];  // every element focus lands on, in order
+        window.tabStopsListening ??= document.addEventListener('focusin', e => tabStops.push(e.target)) || true; }""")
+    for _ in range(20):
+        for _ in range(10):
+            page.keyboard.press("Tab")
+        if page.evaluate("() => document.activeElement === document.body || new Set(tabStops).size < tabStops.length"):
+            break
+    return page.evaluate("""() => {
+        const repeat = tabStops.findIndex((e, i) => tabStops.indexOf(e) < i);  // focus has come round
+        const round = repeat < 0 ? tabStops : tabStops.slice(0, repeat);
+        const name = e => e.getAttribute('aria-label') || e.innerText?.trim() || e.id || e.outerHTML.slice(0, 80);
+        const shown = document.querySelectorAll('#sidebar, #views > .tab-wrapper, #views > .tabitem[style*="flex"]');
+        const controls = [...shown].flatMap(part => [...part.querySelectorAll('button, input, textarea, select')])
+            .filter(e => !e.disabled && e.tabIndex >= 0 && e.type !== 'file' && e.checkVisibility());
+        const backwards = round.slice(1).filter((e, i) =>
+            !(round[i].compareDocumentPosition(e) & Node.DOCUMENT_POSITION_FOLLOWING));
+        return {first: round.slice(0, 5).map(name), unreached: controls.filter(e => !round.includes(e)).map(name),
+                backwards: backwards.map(name)}; }""")
+
+
+def serious_violations(page) -> list[str]:
+    """What axe-core finds critical or serious on the page as it is now, but for Gradio's own (GRADIOS_OWN)."""
+    from axe_playwright_python.base import AXE_SCRIPT
+
+    if not page.evaluate("typeof axe !== 'undefined'"):
+        page.evaluate(AXE_SCRIPT)  # once a page: half a megabyte of script
+    found = []
+    for violation in page.evaluate("axe.run({resultTypes: ['violations']})")["violations"]:
+        if violation["impact"] not in ("critical", "serious"):
+            continue
+        found += [f"{violation['id']} ({violation['impact']}): {node['html'][:160]}" for node in violation["nodes"]
+                  if not any(violation["id"] == rule and node["html"].startswith(html) for rule, html in GRADIOS_OWN)]
+    return found
+
+
+def test_one_window_every_view_in_sight_reachable_by_keyboard_and_accessible(studio_app, page, tmp_path):
+    from playwright.sync_api import expect
+
+    from studio.gpu import survey_gpus
+    from studio.ui.i18n import translate
+
+    studio = studio_app
+    studio.queue.close()  # nothing trains: the runs below only have to show in the status bar
+    busy_queue(studio.workspace)
+    training = studio.queue.queue()[0]
+    upload = tmp_path / "rows.jsonl"  # for the Dataset view's Save bar, which shows once a file is checked
+    upload.write_text("".join(f'{{"instruction": "Say {i}.", "output": "{i}."}}\n' for i in range(6)))
+
+    page.set_viewport_size(SIZES[0])
+    page.goto(studio.url)
+    page.locator("#dataset-file input[type=file]").set_input_files(str(upload))
+    page.locator("#dataset-summary").get_by_text("6 rows").wait_for()
+
+    bar = page.locator("#status-bar")
+    gpus, _ = survey_gpus()  # what NVML says here; on a machine without an NVIDIA GPU, nothing
+    for figure in ([f"GPU {g['index']}: " for g in gpus] or ["No NVIDIA GPU here: training runs on the CPU"]):
+        expect(bar).to_contain_text(figure)
+    for figure in (f"{training.id} (ana): step 3 of 40", "(bo): making its report card", "2 waiting in the queue",
+                   "User: local"):
+        expect(bar).to_contain_text(figure)
+
+    for size in SIZES:
+        page.set_viewport_size(size)
+        for view, action in MAIN_ACTIONS.items():
+            page.get_by_role("tab", name=view).click()
+            page.locator(action).wait_for()
+            assert in_sight(page, action), f"{view}: {action} is out of sight at {size}"
+            assert not scrolls_sideways(page), f"{view} scrolls sideways at {size}: {scrolls_sideways(page)}"
+
+    page.set_viewport_size(SIZES[0])
+    for view in MAIN_ACTIONS:
+        page.get_by_role("tab", name=view).click()
+        stops = keyboard_stops(page)
+        assert stops["first"] == ["Language · 語言 · 语言", *MAIN_ACTIONS], stops
+        assert not stops["unreached"] and not stops["backwards"], f"{view}: {stops}"
+        assert not serious_violations(page), f"{view}: {serious_violations(page)}"
+
+    page.locator("#language input").click()
+    page.get_by_role("option", name="繁體中文").click()
+    for view in MAIN_ACTIONS:
+        page.get_by_role("tab", name=translate("zh-Hant", view)).click()
+        expect(bar).to_contain_text(translate("zh-Hant", "User: {user}", user="local"))
+        assert not serious_violations(page), f"{view} in 繁體中文: {serious_violations(page)}"
