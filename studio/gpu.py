@@ -52,8 +52,17 @@ def _read_gpus(nvml) -> list[dict]:
         name = nvml.nvmlDeviceGetName(handle)
         gpus.append({"index": i, "name": name.decode() if isinstance(name, bytes) else name,
                      "total_gb": round(memory.total / _GB, 2), "free_gb": round(memory.free / _GB, 2),
-                     "used_gb": round(memory.used / _GB, 2), "util": _utilisation(nvml, handle)})
+                     "used_gb": round(_used_bytes(nvml, handle, memory) / _GB, 2), "util": _utilisation(nvml, handle)})
     return gpus
+
+
+def _used_bytes(nvml, handle, memory) -> int:
+    """Memory in use as nvidia-smi counts it: NVML's first query counts what the driver reserves as used too
+    (0.6 GB on an idle H200), its v2 query does not."""
+    try:
+        return nvml.nvmlDeviceGetMemoryInfo(handle, version=nvml.nvmlMemory_v2).used
+    except Exception:  # noqa: BLE001 - a driver older than the v2 query
+        return memory.used
 
 
 def _utilisation(nvml, handle) -> int | None:

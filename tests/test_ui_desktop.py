@@ -62,6 +62,43 @@ def test_a_name_in_the_status_bar_is_text_not_markup(workspace, monkeypatch):
         queue.close()
 
 
+class IdleH200:
+    """NVML on an idle H200, as it answered (measured): the driver reserves 616 MiB, which the first memory query
+    counts as used and nvidia-smi does not."""
+
+    nvmlMemory_v2 = 0x02000028
+
+    def __init__(self, v2: bool = True):
+        self.v2 = v2
+
+    def nvmlDeviceGetCount(self):
+        return 1
+
+    def nvmlDeviceGetHandleByIndex(self, index):
+        return index
+
+    def nvmlDeviceGetName(self, handle):
+        return b"NVIDIA H200"
+
+    def nvmlDeviceGetMemoryInfo(self, handle, version=None):
+        from types import SimpleNamespace
+
+        if version and not self.v2:
+            raise RuntimeError("NVML_ERROR_FUNCTION_NOT_FOUND")  # a driver older than the v2 query
+        return SimpleNamespace(total=150754820096, free=150109880320, used=0 if version else 644939776)
+
+    def nvmlDeviceGetUtilizationRates(self, handle):
+        raise RuntimeError("NVML_ERROR_NOT_SUPPORTED")  # as a MIG slice answers
+
+
+def test_gpu_memory_in_use_is_counted_as_nvidia_smi_counts_it():
+    from studio.gpu import _read_gpus
+
+    assert _read_gpus(IdleH200()) == [{"index": 0, "name": "NVIDIA H200", "total_gb": 140.4, "free_gb": 139.8,
+                                       "used_gb": 0.0, "util": None}]
+    assert _read_gpus(IdleH200(v2=False))[0]["used_gb"] == 0.6
+
+
 def test_many_pages_asking_at_once_share_one_survey(monkeypatch):
     taken = []
     monkeypatch.setattr(status_bar, "survey", lambda studio: taken.append(time.monotonic()) or len(taken))
