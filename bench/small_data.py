@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import os
 import platform
 import statistics
 import sys
@@ -55,6 +56,7 @@ def measure(rows: int, max_updates: int, workspace, root: Path, rule: bool = Tru
     if planned > max_updates:
         config.max_steps = max_updates  # measured in part; the rest worked out below
     queue = JobQueue(workspace, devices=[""], poll=0.5)
+    load_before = os.getloadavg()[0]  # how busy the two cores were: a shared CPU slows every update
     started = time.time()
     run = queue.submit(config)
     state = queue.wait(run.id, timeout=6 * 3600)
@@ -80,12 +82,11 @@ def measure(rows: int, max_updates: int, workspace, root: Path, rule: bool = Tru
             "tokens_per_s_median": statistics.median(m["tokens_per_s"] for m in metrics) if metrics else None,
             "mean_tokens_per_row": report.tokens["mean"], "first_loss": metrics[0]["loss"] if metrics else None,
             "last_loss": metrics[-1]["loss"] if metrics else None,
-            "early_stopped": len(metrics) < min(planned, max_updates)}
+            "early_stopped": len(metrics) < min(planned, max_updates),
+            "load_average_before_after": [round(load_before, 2), round(os.getloadavg()[0], 2)]}
 
 
 def main() -> None:
-    import os
-
     import torch
 
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
