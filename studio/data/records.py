@@ -1,7 +1,8 @@
 """Turn table rows into training records, checking each row and naming the ones that cannot be used.
 
 A chat record is {"messages": [{"role": "system" | "user" | "assistant", "content": str}, ...]};
-a raw-text record is {"text": str}.
+a raw-text record is {"text": str}; a preference pair is {"prompt": [messages before the answer], "chosen": str,
+"rejected": str}.
 """
 from __future__ import annotations
 
@@ -16,6 +17,11 @@ ROLES = {"system": "system", "user": "user", "human": "user", "assistant": "assi
          "bot": "assistant", "model": "assistant", "chatgpt": "assistant"}
 
 
+def is_pairs(records: list[dict]) -> bool:
+    """Whether records are preference pairs (a dataset holds one kind of record)."""
+    return bool(records) and "chosen" in records[0]
+
+
 def normalise(table: Table, fmt: str, mapping: dict[str, str]) -> tuple[list[dict], list[Problem]]:
     """The valid records, and a problem for every row that was skipped (the reader's ones included)."""
     numbered, problems = normalise_numbered(table, fmt, mapping)
@@ -26,7 +32,7 @@ def normalise_numbered(table: Table, fmt: str, mapping: dict[str, str]) -> tuple
     """Like normalise, with each record's row number kept beside it."""
     check_format(fmt)
     columns = {field: column for column, field in mapping.items()}
-    make = _chat if fmt in ("sharegpt", "messages") else _text if fmt == "text" else _qa
+    make = {"sharegpt": _chat, "messages": _chat, "text": _text, "pairs": _pair}.get(fmt, _qa)
     records, problems = [], list(table.problems)
     for number, row in zip(table.row_numbers, table.rows):
         record, reasons = make(row, columns)
@@ -75,6 +81,78 @@ def _chat(row: dict, columns: dict[str, str]) -> tuple[dict | None, list[str]]:
             return None, [_empty(column)]
         return None, [Message("'{column}' holds {value}, expected a list of turns with role and content",
                               column=column, value=_a(raw))]
+    messages = _turns(turns, reasons)
+    if not reasons and not any(m["role"] == "assistant" for m in messages):
+        reasons.append(Message("no assistant turn, so there is no answer to learn from"))
+    if reasons:
+        return None, reasons
+    if system and messages[0]["role"] != "system":
+        messages.insert(0, {"role": "system", "content": system})
+    return {"messages": messages}, []
+
+
+def _pair(row: dict, columns: dict[str, str]) -> tuple[dict | None, list[str]]:
+    """A prompt with a chosen and a rejected answer: two texts beside a prompt column, or two conversations that
+    share every turn but their last answer (UltraFeedback, Anthropic HH), the shared turns being the prompt."""
+    reasons: list[str] = []
+    system = _field(row, columns.get("system"), False, reasons)
+    chosen, rejected = (_answer(row, columns[side], reasons) for side in ("chosen", "rejected"))
+    if reasons:
+        return None, reasons
+    (chosen_before, chosen_text), (rejected_before, rejected_text) = chosen, rejected
+    names = {"chosen": columns["chosen"], "rejected": columns["rejected"]}
+    if (chosen_before is None) != (rejected_before is None):
+        return None, [Message("'{chosen}' and '{rejected}' must both be texts or both be conversations", **names)]
+    if chosen_before != rejected_before:
+        return None, [Message("'{chosen}' and '{rejected}' differ before their last answer: both must answer the same "
+                              "prompt", **names)]
+    prompt = chosen_before or []
+    if not prompt:  # the answers are texts, or conversations of the answer alone: the prompt has its own column
+        column = columns.get("prompt") or columns.get("instruction")
+        if column is None:
+            return None, [Message("no prompt: map the column that holds it, or give '{chosen}' and '{rejected}' as "
+                                  "conversations that start with it", **names)]
+        prompt = _prompt(row, column, reasons)
+    if chosen_text.strip() == rejected_text.strip():
+        reasons.append(Message("the chosen and the rejected answer are the same, so there is nothing to prefer"))
+    if reasons:
+        return None, reasons
+    if system and prompt[0]["role"] != "system":
+        prompt.insert(0, {"role": "system", "content": system})
+    return {"prompt": prompt, "chosen": chosen_text, "rejected": rejected_text}, []
+
+
+def _answer(row: dict, column: str, reasons: list[str]) -> tuple[list[dict] | None, str]:
+    """One side of a pair: (the turns before its answer, or None when it is a text; the answer)."""
+    if column not in row:
+        reasons.append(_missing(column))
+        return None, ""
+    turns = as_turns(row[column])
+    if turns is None:  # a text (one that only looks like JSON is a text too)
+        return None, _field(row, column, True, reasons)
+    broken: list[str] = []
+    messages = _turns(turns, broken)
+    if broken:  # two conversations in a row: say in which one the turn is
+        reasons.extend(Message("'{column}': {reason}", column=column, reason=reason) for reason in broken)
+        return None, ""
+    if messages[-1]["role"] != "assistant":
+        reasons.append(Message("the last turn of '{column}' is the {role}'s; it must be the answer (assistant)",
+                               column=column, role=messages[-1]["role"]))
+        return None, ""
+    return messages[:-1], messages[-1]["content"]
+
+
+def _prompt(row: dict, column: str, reasons: list[str]) -> list[dict]:
+    """A prompt column as the turns before the answer: a text is the user's request; a conversation is itself."""
+    turns = as_turns(row.get(column))
+    if turns is not None:
+        return _turns(turns, reasons)
+    text = _field(row, column, True, reasons)
+    return [{"role": "user", "content": text}] if text else []
+
+
+def _turns(turns: list, reasons: list[str]) -> list[dict]:
+    """A conversation's turns as messages; every turn that cannot be used adds its reason."""
     messages = []
     for i, turn in enumerate(turns, 1):
         if not isinstance(turn, dict):
@@ -97,13 +175,7 @@ def _chat(row: dict, columns: dict[str, str]) -> tuple[dict | None, list[str]]:
         content = _turn_text(turn[key], i, role, reasons)
         if content is not None:
             messages.append({"role": role, "content": content})
-    if not reasons and not any(m["role"] == "assistant" for m in messages):
-        reasons.append(Message("no assistant turn, so there is no answer to learn from"))
-    if reasons:
-        return None, reasons
-    if system and messages[0]["role"] != "system":
-        messages.insert(0, {"role": "system", "content": system})
-    return {"messages": messages}, []
+    return messages
 
 
 def _turn_text(value, i: int, role: str, reasons: list[str]) -> str | None:

@@ -10,7 +10,7 @@ from .readers import read_table
 from .records import normalise_numbered
 from .shapes import detect_format
 from .stats import histogram, token_stats
-from .templating import describe_template, render_record, tokenize_many
+from .templating import describe_template, render_sides, tokenize_many
 
 PROBLEMS_SHOWN = 1000  # report.json stays readable for a file where every row is broken
 HISTOGRAM_BINS = 20
@@ -29,7 +29,8 @@ class DatasetReport:
     max_length: int
     records: list[dict] = field(repr=False)  # the valid, normalised records (kept out of the JSON)
     row_numbers: list[int] = field(repr=False)  # the row each record came from
-    lengths: list[int] = field(default_factory=list, repr=False)  # tokens per record, before any cut
+    # tokens per record, before any cut (a preference pair: its longer side, prompt and answer)
+    lengths: list[int] = field(default_factory=list, repr=False)
     template: str | None = None
     # per record, the index of its first trained token (None: it has none), so that what a cut at any max
     # length does can be worked out without tokenizing again
@@ -105,18 +106,21 @@ def count_tokens(report: DatasetReport, tokenizer) -> None:
     rendered, records, rows = [], [], []
     for number, record in zip(report.row_numbers, report.records):
         try:
-            rendered.append(render_record(tokenizer, record))
+            rendered.append(render_sides(tokenizer, record))
         except DatasetError as e:
             report.problems.append(Problem(number, e.args[0]))
             continue
         records.append(record)
         rows.append(number)
     for start in range(0, len(rendered), TOKENIZE_BATCH):
-        for ids, mask, _ in tokenize_many(tokenizer, rendered[start:start + TOKENIZE_BATCH]):
-            report.lengths.append(len(ids))
-            report.first_trained.append(mask.index(1) if 1 in mask else None)
+        chunk = rendered[start:start + TOKENIZE_BATCH]
+        tokenized = iter(tokenize_many(tokenizer, [side for sides in chunk for side in sides]))
+        for sides in chunk:
+            parts = [next(tokenized) for _ in sides]
+            report.lengths.append(max(len(ids) for ids, _, _ in parts))
+            report.first_trained.append(min((mask.index(1) for _, mask, _ in parts if 1 in mask), default=None))
     report.problems.sort(key=lambda p: p.row)
     report.records, report.row_numbers = records, rows
     report.template = describe_template(tokenizer, report.format) + (
         " (answers located by search: the template does not render conversations prefix by prefix)"
-        if any(r.searched for r in rendered) else "")
+        if any(side.searched for sides in rendered for side in sides) else "")

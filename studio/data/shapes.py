@@ -1,8 +1,9 @@
-"""Which shape a table has (alpaca, sharegpt, messages, completion, text) and which column plays which part.
+"""Which shape a table has (alpaca, sharegpt, messages, completion, text, pairs) and which column plays which part.
 
 A mapping is {source column: field}. Fields come in slots that mean the same thing in every format:
 the user's request (instruction / prompt), extra context (input), the answer (output / completion),
-a system prompt (system), a whole conversation (conversations / messages) and raw text (text).
+a system prompt (system), a whole conversation (conversations / messages), raw text (text), and the better
+and the worse answer of a preference pair (chosen / rejected).
 """
 from __future__ import annotations
 
@@ -11,12 +12,12 @@ import json
 from ..messages import Message
 from .errors import DatasetError, MappingError
 
-FORMATS = ("alpaca", "sharegpt", "messages", "completion", "text")
+FORMATS = ("alpaca", "sharegpt", "messages", "completion", "text", "pairs")
 IGNORE = "ignore"  # an override that takes a column out of the mapping
 
 _SLOT = {"instruction": "user", "prompt": "user", "input": "context", "output": "assistant",
          "completion": "assistant", "system": "system", "conversations": "conversation",
-         "messages": "conversation", "text": "text"}
+         "messages": "conversation", "text": "text", "chosen": "chosen", "rejected": "rejected"}
 FIELDS = tuple(_SLOT)
 _FORMAT_FIELDS = {  # slot -> field name, per format
     "alpaca": {"user": "instruction", "context": "input", "assistant": "output", "system": "system"},
@@ -24,9 +25,12 @@ _FORMAT_FIELDS = {  # slot -> field name, per format
     "sharegpt": {"conversation": "conversations", "system": "system"},
     "messages": {"conversation": "messages", "system": "system"},
     "text": {"text": "text"},
+    # the answers are texts (the prompt in its own column) or conversations that end in them
+    "pairs": {"user": "prompt", "system": "system", "chosen": "chosen", "rejected": "rejected"},
 }
 _REQUIRED = {"alpaca": ("user", "assistant"), "completion": ("user", "assistant"),
-             "sharegpt": ("conversation",), "messages": ("conversation",), "text": ("text",)}
+             "sharegpt": ("conversation",), "messages": ("conversation",), "text": ("text",),
+             "pairs": ("chosen", "rejected")}
 
 # Column names that mean a field, best first; compared lower-case without spaces, '_' and '-'.
 _SYNONYMS = (
@@ -40,6 +44,8 @@ _SYNONYMS = (
                 "responses", "assistant", "gpt", "bot")),
     ("input", ("input", "context", "inputs")),
     ("text", ("text", "content", "document", "body", "passage")),
+    ("chosen", ("chosen", "preferred", "better", "accepted")),
+    ("rejected", ("rejected", "dispreferred", "worse")),
 )
 
 
@@ -138,6 +144,8 @@ def _guess(columns: list[str], rows: list[dict]) -> dict[str, str]:
 def _decide(mapping: dict[str, str], rows: list[dict], wanted: set[str], columns: list[str]) -> str:
     slots = {_SLOT[f] for f in mapping.values()}
     candidates = []
+    if {"chosen", "rejected"} <= slots:  # before conversations: preference files often keep one beside the pair
+        candidates.append("pairs")
     if "conversation" in slots:
         column = next(c for c, f in mapping.items() if _SLOT[f] == "conversation")
         candidates.append(_conversation_kind(rows, column))

@@ -121,7 +121,7 @@ def _read_saved(folder: Path) -> tuple[list[dict], dict]:
                 record = json.loads(line)
             except ValueError:
                 record = None
-            if not isinstance(record, dict) or not ("messages" in record or "text" in record):
+            if not isinstance(record, dict) or not ({"messages", "text", "chosen"} & set(record)):
                 raise DatasetError(Message("{file} is damaged at line {line}. Save the dataset again from its "
                                            "original file.", file=f"{folder.name}/{RECORDS}", line=number))
             records.append(record)

@@ -5,11 +5,13 @@ the template's end-of-turn text right after it (for ChatML, `<|im_end|>`), so th
 and to stop. The whitespace a template puts after that marker to separate turns (ChatML's newline) is not
 trained, unless whitespace is the only end-of-turn text the template has. System prompts, user turns and
 role headers are never trained. A raw-text record is its text plus the end-of-text token, all trained.
+A preference pair is rendered twice, the prompt with each answer; only that final answer (and its end-of-turn
+text) is learned, preferred on the chosen side and made less likely on the rejected one.
 Sequences longer than max_length are cut at the end.
 """
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from pathlib import Path
 
 from ..messages import Message
@@ -64,6 +66,21 @@ def render_record(tokenizer, record: dict) -> Rendered:
     return Rendered(text, spans, searched)
 
 
+def pair_conversations(record: dict) -> tuple[dict, dict]:
+    """A preference pair as two chat records: its prompt answered with the chosen answer, and with the rejected one."""
+    return tuple({"messages": [*record["prompt"], {"role": "assistant", "content": answer}]}
+                 for answer in (record["chosen"], record["rejected"]))
+
+
+def render_sides(tokenizer, record: dict) -> list[Rendered]:
+    """What a record trains on: one rendering, or for a pair one per answer, each with only that answer trained
+    (the turns before it, earlier answers included, are the prompt both sides share)."""
+    if "chosen" not in record:
+        return [render_record(tokenizer, record)]
+    sides = [render_record(tokenizer, side) for side in pair_conversations(record)]
+    return [replace(side, spans=side.spans[-1:]) for side in sides]
+
+
 def tokenize_rendered(tokenizer, rendered: Rendered) -> tuple[list[int], list[int], list[tuple[int, int]]]:
     """Token ids, the mask and each token's character offsets in rendered.text."""
     return tokenize_many(tokenizer, [rendered])[0]
@@ -92,10 +109,38 @@ def tokenize_record(tokenizer, record: dict, max_length: int) -> dict:
     return {"input_ids": ids[:max_length], "assistant_masks": mask[:max_length]}
 
 
+def tokenize_pair(tokenizer, record: dict, max_length: int) -> dict:
+    """{"prompt_ids", "chosen_ids", "rejected_ids"}, as trl's DPOTrainer takes a pair: the tokens both sides share,
+    then each side's trained tokens (what render_sides marks, so what the Dataset tab shows), cut to max_length."""
+    (chosen, chosen_mask, _), (rejected, rejected_mask, _) = tokenize_many(tokenizer, render_sides(tokenizer, record))
+    # Where the answers start; a token that merges the end of the prompt with an answer belongs to that answer.
+    start = min(chosen_mask.index(1), rejected_mask.index(1))
+    shared = next((i for i in range(start) if chosen[i] != rejected[i]), start)
+    prompt = chosen[:shared][:max_length]
+    room = max_length - len(prompt)
+
+    def answer(ids: list[int], mask: list[int]) -> list[int]:
+        end = len(mask) - mask[::-1].index(1)  # after the last trained token: not the whitespace between turns
+        return ids[shared:end][:room]
+
+    return {"prompt_ids": prompt, "chosen_ids": answer(chosen, chosen_mask),
+            "rejected_ids": answer(rejected, rejected_mask)}
+
+
 def render_segments(tokenizer, record: dict) -> list[tuple[str, bool]]:
     """The rendered text in consecutive pieces, each flagged trained or not, cut at token boundaries so
     that it shows exactly what tokenize_record's mask trains (before any cut to max_length)."""
-    rendered = render_record(tokenizer, record)
+    return _segments(tokenizer, render_record(tokenizer, record))
+
+
+def pair_segments(tokenizer, pair: dict) -> tuple[list[tuple[str, bool]], list[tuple[str, bool]]]:
+    """A preference pair's chosen side and rejected side, each in pieces as render_segments cuts them: what
+    tokenize_pair trains."""
+    chosen, rejected = render_sides(tokenizer, pair)
+    return _segments(tokenizer, chosen), _segments(tokenizer, rejected)
+
+
+def _segments(tokenizer, rendered: Rendered) -> list[tuple[str, bool]]:
     _, mask, offsets = tokenize_rendered(tokenizer, rendered)
     segments: list[tuple[str, bool]] = []
     done = 0

@@ -5,6 +5,7 @@ from __future__ import annotations
 import json
 from pathlib import Path
 
+from ..data import pair_conversations
 from ..data.store import RECORDS, REPORT
 from ..workspace import Workspace, read_json, safe_name
 
@@ -25,7 +26,8 @@ def dataset_report(workspace: Workspace, spec: str) -> dict:
 
 
 def first_examples(workspace: Workspace, spec: str, limit: int) -> list[dict]:
-    """Up to `limit` records ({"messages": [...]} or {"text": ...}) from the top of the saved dataset."""
+    """Up to `limit` records ({"messages": [...]} or {"text": ...}) from the top of the saved dataset; a preference
+    pair as its prompt with the chosen answer."""
     folder = dataset_folder(workspace, spec)
     if folder is None:
         return []
@@ -38,6 +40,8 @@ def first_examples(workspace: Workspace, spec: str, limit: int) -> list[dict]:
                 record = json.loads(line)
             except ValueError:
                 continue  # a damaged line is the data tab's to report; the check just uses the next one
+            if isinstance(record, dict) and "chosen" in record:
+                record = pair_conversations(record)[0]
             if isinstance(record, dict) and ("messages" in record or isinstance(record.get("text"), str)):
                 examples.append(record)
     return examples

@@ -8,7 +8,7 @@ from pathlib import Path
 import gradio as gr
 import pandas as pd
 
-from ..data import (FIELDS, DatasetError, DatasetReport, inspect_file, list_datasets, render_segments,
+from ..data import (FIELDS, DatasetError, DatasetReport, inspect_file, list_datasets, pair_segments, render_segments,
                     save_dataset)
 from ..data.readers import EXTENSIONS
 from ..data.shapes import IGNORE
@@ -22,10 +22,13 @@ SUPPORTED = tuple(EXTENSIONS)  # every extension the readers know
 AUTO = "auto"
 PREVIEW_ROWS = 20
 # Each preview column's share of the table's width.
-PREVIEW_SHARES = {"row": 1, "system": 3, "user": 4, "assistant": 4, "turns": 1, "text": 12}
+PREVIEW_SHARES = {"row": 1, "system": 3, "user": 4, "assistant": 4, "turns": 1, "text": 12, "prompt": 4, "chosen": 4,
+                  "rejected": 4}
 PROBLEMS_SHOWN = 500  # the page stays quick for a file where every row is broken
 HISTOGRAM_BINS = 12
 LEARNED = "learns to write"
+# A pair's answers: the one the model learns to prefer, and the one it learns to make less likely.
+PREFERRED, AVOIDED = "learns to prefer", "learns to avoid"
 
 SHAPES = {
     "alpaca": N_("Instruction / answer pairs (alpaca)"),
@@ -33,6 +36,7 @@ SHAPES = {
     "sharegpt": N_("Conversations with from / value turns (ShareGPT)"),
     "messages": N_("Chat conversations with role / content messages"),
     "text": N_("Plain text (the model learns to continue it)"),
+    "pairs": N_("Preference pairs: a prompt with a chosen and a rejected answer (for the Preference (DPO) preset)"),
 }
 FIELD_WORDS = {
     "instruction": N_("instruction: the request"), "prompt": N_("prompt: the request"),
@@ -40,6 +44,7 @@ FIELD_WORDS = {
     "completion": N_("completion: the answer to learn"), "system": N_("system: standing instructions"),
     "conversations": N_("conversations: a whole chat (from / value)"),
     "messages": N_("messages: a whole chat (role / content)"), "text": N_("text: plain text to learn"),
+    "chosen": N_("chosen: the better answer of a pair"), "rejected": N_("rejected: the worse answer of a pair"),
     IGNORE: N_("ignore: leave this column out"),
 }
 FIELD_CHOICES = [(FIELD_WORDS[f], f) for f in (*FIELDS, IGNORE)]
@@ -47,6 +52,9 @@ SHAPE_CHOICES = [(N_("Detect automatically"), AUTO)] + [(words, fmt) for fmt, wo
 LEGEND = N_("**How to read this:** the <mark style='background:#bbf7d0'>highlighted</mark> part is what the "
             "model learns to write. The plain part is what it only reads: the question, the system prompt (some "
             "models add a default one), and the markers the model's chat format puts around each turn.")
+PAIR_LEGEND = N_("**How to read a pair:** the prompt comes once with each answer. The model learns to prefer the "
+                 "<mark style='background:#bbf7d0'>chosen answer</mark> over the <mark style='background:#fecaca'>"
+                 "rejected one</mark>; the plain part is what it only reads.")
 
 
 # ---- logic: plain functions, testable without a browser ------------------------------------------
@@ -213,6 +221,11 @@ def preview_table(report: DatasetReport | None, limit: int = PREVIEW_ROWS, t: Tr
         return _preview([{"row": n, "text": _short(r["text"], 300)}
                          for n, r in zip(report.row_numbers[:limit], report.records[:limit])],
                         [N_("row"), N_("text")], t)
+    if report.format == "pairs":
+        return _preview([{"row": n, "prompt": _short(_last_request(r["prompt"])), "chosen": _short(r["chosen"]),
+                          "rejected": _short(r["rejected"])}
+                         for n, r in zip(report.row_numbers[:limit], report.records[:limit])],
+                        [N_("row"), N_("prompt"), N_("chosen"), N_("rejected")], t)
     chat = report.format in ("sharegpt", "messages")  # only conversations have more than one exchange
     columns = [N_("row"), N_("system"), N_("user"), N_("assistant")] + ([N_("turns")] if chat else [])
     rows = []
@@ -223,6 +236,11 @@ def preview_table(report: DatasetReport | None, limit: int = PREVIEW_ROWS, t: Tr
         rows.append({"row": number, "system": _short(first.get("system", "")), "user": _short(first.get("user", "")),
                      "assistant": _short(first.get("assistant", "")), "turns": len(record["messages"])})
     return _preview(rows, columns, t)
+
+
+def _last_request(prompt: list[dict]) -> str:
+    """What a pair's answers reply to: the prompt's last user turn (earlier turns are context)."""
+    return next((m["content"] for m in reversed(prompt) if m["role"] == "user"), "")
 
 
 def _preview(rows: list[dict], columns: list[str], t: Translator) -> dict:
@@ -259,13 +277,18 @@ def example_view(tokenizer, report: DatasetReport | None, number,
     if tokenizer is None:
         return [], t("Pick a model that loads to see the examples as the model will see them.")
     index = min(max(int(number or 1), 1), report.valid) - 1
+    record = report.records[index]
     try:
-        segments = render_segments(tokenizer, report.records[index])
+        if "chosen" in record:
+            chosen, rejected = pair_segments(tokenizer, record)
+            shown = ([(text, PREFERRED if trained else None) for text, trained in chosen] + [("\n\n", None)]
+                     + [(text, AVOIDED if trained else None) for text, trained in rejected])
+        else:
+            shown = [(text, LEARNED if trained else None) for text, trained in render_segments(tokenizer, record)]
     except DatasetError as e:
         return [], t("❌ This example cannot be shown: {error}.", error=t.message(e))
-    return ([(text, LEARNED if trained else None) for text, trained in segments],
-            t("Example {number} of {count} — row {row} of your file", number=index + 1, count=report.valid,
-              row=report.row_numbers[index]))
+    return shown, t("Example {number} of {count} — row {row} of your file", number=index + 1, count=report.valid,
+                    row=report.row_numbers[index])
 
 
 def save(workspace: Workspace, path: str | Path | None, report: DatasetReport | None, name: str,
@@ -363,9 +386,11 @@ def build(studio: Studio, labels: Labels):
         with gr.Row():
             example = add(gr.Slider(1, 2, value=1, step=1, label="Example", scale=1, elem_id="dataset-example"))
             caption = gr.Markdown(elem_id="dataset-example-caption")
-        add(gr.Markdown(LEGEND))
-        rendering = gr.HighlightedText(color_map={LEARNED: "#bbf7d0"}, show_legend=False, show_inline_category=False,
-                                       show_label=False, combine_adjacent=True, elem_id="dataset-rendering")
+        legend = add(gr.Markdown(LEGEND))
+        pair_legend = add(gr.Markdown(PAIR_LEGEND, visible=False))
+        rendering = gr.HighlightedText(color_map={LEARNED: "#bbf7d0", PREFERRED: "#bbf7d0", AVOIDED: "#fecaca"},
+                                       show_legend=False, show_inline_category=False, show_label=False,
+                                       combine_adjacent=True, elem_id="dataset-rendering")
         add(gr.Markdown("### Save it for training"))
         with gr.Column(elem_classes="action-bar"):  # in sight at the bottom of the view while it scrolls (desktop.css)
             with gr.Row(equal_height=True):
@@ -376,7 +401,7 @@ def build(studio: Studio, labels: Labels):
             saved = gr.Markdown(elem_id="dataset-saved")
 
     shown = [notice, results, report_state, editor, shape, summary, histogram, problems_note, problems,
-             example, caption, rendering, preview]
+             example, caption, rendering, preview, legend, pair_legend]
 
     def inspect(path, model_choice, max_len, fmt, mapped, t: Translator) -> list:
         """Check the upload and fill in every view; values in the order of `shown`."""
@@ -386,12 +411,14 @@ def build(studio: Studio, labels: Labels):
         if report is None:
             return [checked.notice, gr.update(visible=bool(checked.columns)), None, editor_state,
                     t("**Detected shape:** not recognised yet"), "", length_histogram(None), "",
-                    problems_table(None, t), gr.update(visible=False), "", [], preview_table(None, t=t)]
+                    problems_table(None, t), gr.update(visible=False), "", [], preview_table(None, t=t),
+                    gr.skip(), gr.skip()]
         segments, example_caption = example_view(checked.tokenizer, report, 1, t)
         return [checked.notice, gr.update(visible=True), report, editor_state, shape_text(report, t),
                 summary_text(report, t), length_histogram(report), problems_text(report, t),
                 problems_table(report, t), gr.update(maximum=max(report.valid, 2), value=1, visible=report.valid > 1),
-                example_caption, segments, preview_table(report, t=t)]
+                example_caption, segments, preview_table(report, t=t),
+                gr.update(visible=report.format != "pairs"), gr.update(visible=report.format == "pairs")]
 
     def on_upload(path, model_choice, max_len, request: gr.Request):
         # A new file starts from the automatic guess: forget the shape and columns picked for the last one.
