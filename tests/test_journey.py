@@ -17,7 +17,7 @@ import pytest
 
 from studio.config import config_from_preset, load_presets
 from studio.data import inspect_file, save_dataset
-from studio.runs import create_run
+from studio.runs import Run, create_run
 from studio.training import small_data
 from app_server import serving, with_embedded_model
 
@@ -138,7 +138,7 @@ def test_a_new_user_uploads_data_and_trains_with_live_charts(journey_app, page, 
     page.wait_for_selector("#run-progress:has-text('completed')", timeout=240_000)
     started = [r for r in studio.queue.workspace.runs.iterdir() if r.name.endswith("browser")]
     assert json.loads((started[0] / "status.json").read_text())["owner"] == LOGIN[0]
-    page.wait_for_function("document.querySelector('#loss-plot canvas, #loss-plot svg') !== null")
+    assert_loss_chart_plots_the_metrics(page, Run(started[0]))
     page.screenshot(path=str(tmp_path / "train.png"), full_page=True)  # the README's: scripts/screenshots.py
 
     # Delete asks first: one click only asks, a second one deletes.
@@ -148,6 +148,26 @@ def test_a_new_user_uploads_data_and_trains_with_live_charts(journey_app, page, 
     page.locator("#run-delete").click()
     page.wait_for_selector("#train-notice:has-text('Deleted')")
     assert not started[0].exists()
+
+
+def assert_loss_chart_plots_the_metrics(page, run: Run) -> None:
+    """The loss chart's points, as the browser drew them (Vega labels each point for screen readers), are
+    metrics.jsonl's losses, and drawn higher where the loss is higher."""
+    expected = {(m["step"], series): m[key] for m in run.metrics() if "event" not in m
+                for key, series in (("loss", "train"), ("eval_loss", "validation")) if key in m}
+    points = "#loss-plot [aria-roledescription=point]"
+    page.wait_for_function(f"document.querySelectorAll('{points}').length >= {len(expected)}", timeout=30_000)
+    drawn = {}
+    for label, transform in page.eval_on_selector_all(
+            points, "els => els.map(e => [e.getAttribute('aria-label'), e.getAttribute('transform')])"):
+        fields = dict(part.split(": ", 1) for part in label.split("; "))
+        y = float(transform.split(",")[1].rstrip(")"))
+        drawn[(int(fields["step"]), fields["series"])] = (float(fields["loss"]), y)
+    assert drawn.keys() == expected.keys()
+    for key, loss in expected.items():
+        assert drawn[key][0] == pytest.approx(loss, abs=1e-9), key
+    by_loss = sorted(drawn.values())
+    assert all(a[1] >= b[1] for a, b in zip(by_loss, by_loss[1:])), "a higher loss drawn lower on the chart"
 
 
 def test_train_tab_shows_the_report_card_and_compares_two_runs_cards(journey_app, page):
