@@ -15,6 +15,8 @@ OPTIMIZERS = ("adamw_torch", "paged_adamw_8bit", "adamw_8bit")
 SCHEDULERS = ("cosine", "linear", "constant", "constant_with_warmup")
 # auto: keep activations when they fit in the GPU's memory (faster), recompute them when not (see training/memory.py)
 CHECKPOINTING = ("auto", "on", "off")
+# sft: imitate the answers (supervised); dpo: prefer the chosen answer of each pair over the rejected one
+METHODS = ("sft", "dpo")
 
 
 class ConfigError(ValueError):
@@ -26,6 +28,9 @@ class TrainConfig:
     model: str = "embedded"
     dataset: str = ""
     preset: str = "chatbot"
+    method: str = "sft"
+    beta: float = 0.1  # DPO: how closely the model is held to where it started (higher: closer)
+    start_from: str = ""  # DPO: a finished run (id or folder) whose adapter this run goes on training
     quantization: str = "4bit"
     double_quant: bool = True
     lora_r: int = 16
@@ -73,6 +78,8 @@ class TrainConfig:
         "eval_steps": (0, 1_000_000),
         "save_steps": (1, 1_000_000),
         "early_stopping_patience": (0, 1000),
+        "beta": (0.01, 1.0),
+        "method": METHODS,
         "quantization": QUANTIZATIONS,
         "optimizer": OPTIMIZERS,
         "lr_scheduler": SCHEDULERS,
@@ -107,6 +114,9 @@ class TrainConfig:
             errors.append(Message("model: choose a base model"))
         if not self.target_modules:
             errors.append(Message("target_modules: name at least one layer, or 'auto'"))
+        if self.start_from and self.method != "dpo":
+            errors.append(Message("{field}: only a preference (DPO) run goes on from another run's adapter; choose "
+                                  "that method, or start from a new adapter", field="start_from"))
         if self.fsdp and self.quantization == "8bit":  # FSDP shards 4-bit (FSDP-QLoRA) or 16-bit weights only
             errors.append(Message("fsdp: sharding works with quantization 4bit or none; choose one of them, or "
                                   "turn sharding off"))
@@ -203,7 +213,7 @@ def save_user_preset(user_dir: Path, name: str, title: str, description: str, se
     from .workspace import safe_name, write_atomic
 
     TrainConfig.from_dict({**settings, "dataset": settings.get("dataset") or "x"})  # refuse bad values now
-    keep = {k: v for k, v in settings.items() if k not in ("model", "dataset", "preset", "gpus")}
+    keep = {k: v for k, v in settings.items() if k not in ("model", "dataset", "preset", "gpus", "start_from")}
     stem = safe_name(name, "")
     if not stem:  # nothing but punctuation: refused rather than saved over a made-up name
         raise ConfigError(Message("'{name}' cannot be used as a preset name. Use letters or digits of any language, "
@@ -214,6 +224,19 @@ def save_user_preset(user_dir: Path, name: str, title: str, description: str, se
     write_atomic(path, yaml.safe_dump({"title": title or name, "description": description,
                                        "settings": keep}, sort_keys=False, allow_unicode=True))
     return path
+
+
+def check_data_fits(config: TrainConfig, pairs: bool) -> None:
+    """Refuse, before a run starts, data its method cannot learn from: DPO needs preference pairs, and supervised
+    training examples with one answer each."""
+    if config.method == "dpo" and not pairs:
+        raise ConfigError(Message("{field}: preference tuning (DPO) learns from pairs of a chosen and a rejected answer, "
+                                  "and {dataset} holds none. Pick a dataset of pairs (prompt, chosen, rejected), or "
+                                  "the supervised method.", field="method", dataset=config.dataset))
+    if config.method != "dpo" and pairs:
+        raise ConfigError(Message("{field}: {dataset} holds preference pairs, which supervised training cannot learn "
+                                  "from. Pick the 'Preference (DPO)' preset, or a dataset of examples with one answer "
+                                  "each.", field="method", dataset=config.dataset))
 
 
 def config_from_preset(preset: Preset, **overrides) -> TrainConfig:

@@ -17,8 +17,8 @@ import time
 from datetime import datetime
 from pathlib import Path
 
-from .config import TrainConfig
-from .messages import Message, fields
+from .config import ConfigError, TrainConfig
+from .messages import Message, fields, text_of
 from .workspace import Workspace, read_jsonl, safe_name, write_json
 
 ACTIVE = ("queued", "running")
@@ -200,6 +200,30 @@ def run_folder_or_id(workspace: Workspace, spec: str | os.PathLike) -> Run:
         raise FileNotFoundError(Message("No run folder at '{spec}' and no run with that id in {folder}. Give the path "
                                         "of a run folder (it holds run.yaml) or a run id.", spec=str(spec),
                                         folder=str(workspace.runs))) from None
+
+
+def start_run(workspace: Workspace, spec: str) -> Run:
+    """The run that start_from names (a run folder or id), or a ConfigError naming the setting."""
+    try:
+        return run_folder_or_id(workspace, spec)
+    except FileNotFoundError as e:
+        raise ConfigError(Message("{field}: {error}", field="start_from", error=text_of(e))) from None
+
+
+def start_adapter(workspace: Workspace, config: TrainConfig) -> Path | None:
+    """The adapter a run goes on training (config.start_from), checked to be a finished run's adapter for the same
+    base model; None when the run starts a new adapter."""
+    if not config.start_from:
+        return None
+    source = start_run(workspace, config.start_from)
+    if not source.has_adapter():
+        raise ConfigError(Message("{field}: run {run} has no adapter yet; pick a run that has finished",
+                                  field="start_from", run=source.id))
+    if source.config.model != config.model:
+        raise ConfigError(Message("{field}: run {run} trained an adapter for {theirs}, which does not fit {model}; "
+                                  "pick {theirs} as the base model, or another run", field="start_from", run=source.id,
+                                  theirs=source.config.model, model=config.model))
+    return source.adapter_dir
 
 
 def find_run(workspace: Workspace, run_id: str) -> Run:

@@ -39,14 +39,24 @@ def eval_command(args) -> int:
 def describe(card: dict) -> str:
     """The card as a few lines for a terminal."""
     o = card["overall"]
-    source = {"held_out": "held-out examples", "training": "TRAINING examples (none were held out)",
-              "other": "examples of " + str(card["data"])}[card["source"]]
-    lines = [f"Report card for {card['run']}, on {o['examples']} {source}",
-             f"  expected answers {o['likelihood_gain']:.2f}x as likely per token with the adapter",
-             f"  closeness to the expected answers (chrF): base {o['base_chrf']:.1f}, adapter {o['adapter_chrf']:.1f}",
-             f"  verdict: {card['verdict_text']}", f"  next: {card['next_step']}", ""]
+    pairs = card.get("kind") == "pairs"
+    what = "pairs" if pairs else "examples"
+    source = {"held_out": f"held-out {what}", "training": f"TRAINING {what} (none were held out)",
+              "other": f"{what} of {card['data']}"}[card["source"]]
+    lines = [f"Report card for {card['run']}, on {o['examples']} {source}"]
+    if pairs:
+        lines += [f"  prefers the chosen answer: base {o['base_prefers_chosen']:.0%}, adapter "
+                  f"{o['adapter_prefers_chosen']:.0%}",
+                  f"  margin per token (chosen minus rejected): base {o['base_margin']:.3f}, adapter "
+                  f"{o['adapter_margin']:.3f}"]
+    else:
+        lines += [f"  expected answers {o['likelihood_gain']:.2f}x as likely per token with the adapter",
+                  f"  closeness to the expected answers (chrF): base {o['base_chrf']:.1f}, adapter "
+                  f"{o['adapter_chrf']:.1f}"]
+    lines += [f"  verdict: {card['verdict_text']}", f"  next: {card['next_step']}", ""]
     for e in card["examples"]:
         prompt = e["prompt"] if isinstance(e["prompt"], str) else e["prompt"][-1]["content"]
-        lines += [f"> {prompt}", f"  expected: {e['expected']}", f"  base:     {e['base']}",
-                  f"  adapter:  {e['adapter']}", ""]
+        wanted = [f"  chosen:   {e['chosen']}", f"  rejected: {e['rejected']}"] if pairs else \
+            [f"  expected: {e['expected']}"]
+        lines += [f"> {prompt}", *wanted, f"  base:     {e['base']}", f"  adapter:  {e['adapter']}", ""]
     return "\n".join(lines)

@@ -78,20 +78,22 @@ class Example:
         return render(tokenizer, self.prompt)
 
 
-def choose_examples(records: list[dict], val_fraction: float, seed: int, other_data: bool) -> tuple[str, list, list]:
-    """(where the answered examples come from, those examples, training examples to score).
+def choose_examples(records: list[dict], val_fraction: float, seed: int, other_data: bool, usable=None,
+                    limit: int = ANSWERED) -> tuple[str, list, list]:
+    """(where the examples come from, at most `limit` of them, training examples to score). `usable` turns records
+    into examples (by default: Example.of, leaving out those with no answer).
 
     For the run's own data: the validation split it held out (the same split training made), else a labelled
     handful of its training examples. For other data: a fixed sample of it, and no training examples."""
-    usable = lambda part: [e for e in map(Example.of, part) if e is not None]  # noqa: E731
+    usable = usable or (lambda part: [e for e in map(Example.of, part) if e is not None])
     if other_data:
         chosen = usable(records)
-        return "other", random.Random(seed).sample(chosen, min(ANSWERED, len(chosen))), []
+        return "other", random.Random(seed).sample(chosen, min(limit, len(chosen))), []
     train, held_out = split(records, val_fraction, seed)
-    training = usable(train)[:TRAINING_SCORED]
+    training = usable(train)[:max(limit, TRAINING_SCORED)]
     if usable(held_out):
-        return "held_out", usable(held_out)[:ANSWERED], training
-    return "training", training[:ANSWERED], training
+        return "held_out", usable(held_out)[:limit], training[:TRAINING_SCORED]
+    return "training", training[:limit], training[:TRAINING_SCORED]
 
 
 def make_report_card(model, tokenizer, source: str, examples: list[Example], training: list[Example],
@@ -103,10 +105,7 @@ def make_report_card(model, tokenizer, source: str, examples: list[Example], tra
 
     if not examples:
         raise ValueError(Message("There is nothing to evaluate: no example has an answer to compare with."))
-    model.eval()
-    if getattr(model.config, "_attn_implementation", "sdpa") not in ("sdpa", "eager"):
-        model.set_attn_implementation("sdpa")  # training's padding-free kernel does not take padded batches
-    adapter = model.active_adapter
+    adapter = ready_to_compare(model)
     started = time.time()
     with torch.no_grad():
         progress("Report card: scoring the expected answers")
@@ -141,6 +140,14 @@ def make_report_card(model, tokenizer, source: str, examples: list[Example], tra
                         "similarity": f"chrF, sacrebleu {_sacrebleu_version()}"},
             "overall": overall, "verdict": verdict, **fields(said, "verdict_text"), **fields(next_step, "next_step"),
             "examples": rows}
+
+
+def ready_to_compare(model) -> str:
+    """Put a PeftModel in shape for base-vs-adapter batches; the name of its trained adapter."""
+    model.eval()
+    if getattr(model.config, "_attn_implementation", "sdpa") not in ("sdpa", "eager"):
+        model.set_attn_implementation("sdpa")  # training's padding-free kernel does not take padded batches
+    return model.active_adapter
 
 
 def judge(source: str, overall: dict) -> str:

@@ -18,6 +18,7 @@ SOURCES = {"held_out": "held-out examples the run never trained on", "training":
 
 _SETTINGS = (  # (TrainConfig field, how the card names it)
     ("preset", "Preset"),
+    ("method", "Method (sft: supervised; dpo: preference pairs)"),
     ("quantization", "Base weights during training"),
     ("lora_r", "LoRA rank (r)"),
     ("lora_alpha", "LoRA alpha"),
@@ -90,6 +91,10 @@ def render_card(run: Run, workspace: Workspace, check: MergeCheck, base_dtype: s
     for name, label in _SETTINGS:
         value = getattr(config, name)
         lines.append(f"| {label} | {', '.join(value) if isinstance(value, list) else value} |")
+    if config.method == "dpo":
+        lines.append(f"| DPO beta | {config.beta} |")
+        if config.start_from:
+            lines.append(f"| Went on from the adapter of | {config.start_from} |")
     lines += ["", "## Results", ""] + _losses(run.metrics())
     if CURVES in files:
         lines += ["", f"![Training curves: loss, learning rate and memory]({CURVES})"]
@@ -143,6 +148,8 @@ def _report_card(card: dict | None) -> list[str]:
     """The run's report card (report.json): its verdict, figures and a few answers side by side."""
     if not card:
         return ["No report card was made for this run (the Train tab's Evaluate makes one)."]
+    if card.get("kind") == "pairs":
+        return _pair_card(card)
     o = card["overall"]
     lines = [f"**{card['verdict_text']}** {card['next_step']}", "",
              f"On {o['examples']} {SOURCES[card['source']]}, base model and this model answered the same prompts:", "",
@@ -154,6 +161,24 @@ def _report_card(card: dict | None) -> list[str]:
     for example in card["examples"][:CARD_EXAMPLES]:
         prompt = example["prompt"] if isinstance(example["prompt"], str) else example["prompt"][-1]["content"]
         lines.append("| " + " | ".join(_cell(t) for t in (prompt, example["expected"], example["base"],
+                                                           example["adapter"])) + " |")
+    return lines
+
+
+def _pair_card(card: dict) -> list[str]:
+    """A report card of preference pairs: how often each model prefers the chosen answer, and answers side by side."""
+    o = card["overall"]
+    lines = [f"**{card['verdict_text']}** {card['next_step']}", "",
+             f"On {o['examples']} {SOURCES[card['source']].replace('examples', 'preference pairs')}, base model and "
+             "this model scored the chosen and the rejected answer:", "",
+             "| measure | base | this model |", "| --- | --- | --- |",
+             f"| Prefers the chosen answer | {o['base_prefers_chosen']:.0%} | {o['adapter_prefers_chosen']:.0%} |",
+             f"| Margin: log-likelihood per token, chosen minus rejected | {o['base_margin']:.3f} | "
+             f"{o['adapter_margin']:.3f} |",
+             "", "| prompt | chosen | rejected | base | this model |", "| --- | --- | --- | --- | --- |"]
+    for example in card["examples"][:CARD_EXAMPLES]:
+        lines.append("| " + " | ".join(_cell(t) for t in (example["prompt"][-1]["content"], example["chosen"],
+                                                           example["rejected"], example["base"],
                                                            example["adapter"])) + " |")
     return lines
 

@@ -5,12 +5,12 @@ from __future__ import annotations
 
 from pathlib import Path
 
-from ..config import ConfigError, TrainConfig, config_from_preset, load_presets
-from ..runs import Run, create_run, run_folder_or_id
+from ..config import ConfigError, TrainConfig, check_data_fits, config_from_preset, load_presets
+from ..runs import Run, create_run, run_folder_or_id, start_adapter, start_run
 from ..workspace import Workspace
 
 # The options that choose a setting of a new run, named as TrainConfig names it.
-SETTINGS = ("model", "max_steps", "epochs", "learning_rate")
+SETTINGS = ("model", "max_steps", "epochs", "learning_rate", "start_from")
 NEW_RUN_OPTIONS = ("preset", "data", "run_dir") + SETTINGS
 
 
@@ -32,6 +32,8 @@ def register(commands) -> None:
     new.add_argument("--max-steps", type=int, metavar="N", help="stop after N optimizer steps")
     new.add_argument("--epochs", type=float, metavar="E", help="passes over the data")
     new.add_argument("--learning-rate", type=float, metavar="LR")
+    new.add_argument("--start-from", metavar="RUN", help="a finished run (folder or id) whose adapter a preference "
+                                                        "(DPO) run goes on training; its base model is the default")
     new.add_argument("--run-dir", metavar="DIR", help="the run folder (new or empty; default: one in the workspace)")
     parser.set_defaults(func=train_command)
 
@@ -76,7 +78,7 @@ def _named_run(spec: str, workspace: Workspace) -> Run:
 
 def _new_run_from_preset(args, workspace: Workspace) -> Run:
     """The run the Train tab would make from this preset and dataset, with the small-data rule applied."""
-    from ..data import load_records
+    from ..data import is_pairs, load_records
     from . import small_data
     from .trainer import is_main_process
 
@@ -86,9 +88,13 @@ def _new_run_from_preset(args, workspace: Workspace) -> Run:
     if args.preset not in presets:
         raise BadCommand(f"No preset called '{args.preset}'. Known presets: {', '.join(presets)}.")
     chosen = {setting: getattr(args, setting) for setting in SETTINGS if getattr(args, setting) is not None}
+    if args.start_from and not args.model:  # an adapter fits the base model it was trained on
+        chosen["model"] = start_run(workspace, args.start_from).config.model
     config = config_from_preset(presets[args.preset], dataset=args.data, **chosen)
-    rows = len(load_records(config.dataset, workspace)[0])
-    config, schedule = small_data.apply(config, rows, set(chosen))
+    records = load_records(config.dataset, workspace)[0]
+    check_data_fits(config, is_pairs(records))  # now, not once the model is loaded
+    start_adapter(workspace, config)
+    config, schedule = small_data.apply(config, len(records), set(chosen))
     if is_main_process():
         print(schedule.summary(), flush=True)
         if schedule.raised:

@@ -50,6 +50,11 @@ class Estimate:
                        verdict=verdict)
 
 
+def sequences_per_batch(config: TrainConfig) -> int:
+    """Rows the model takes in at once: a batch of preference pairs holds each pair's chosen and rejected side."""
+    return config.batch_size * (2 if config.method == "dpo" else 1)
+
+
 def model_shape(model_config) -> dict:
     """The numbers the estimate needs, from a transformers config."""
     c = model_config.get_text_config() if hasattr(model_config, "get_text_config") else model_config
@@ -64,7 +69,7 @@ def model_shape(model_config) -> dict:
 
 def estimate(shape: dict, config: TrainConfig, gpu_gb: float | None = None, tokens: int | None = None,
              liger: bool = True) -> Estimate:
-    """Peak memory of a run on a GPU; `tokens` is the largest batch's token count (default: batch size x max
+    """Peak memory of a run on a GPU; `tokens` is the largest batch's token count (default: its rows x max
     length); liger: Liger's kernels are installed (setup.sh puts them on GPU machines).
     With gradient_checkpointing 'auto', activations are kept when everything fits in gpu_gb, else recomputed."""
     h, i, n, v = shape["hidden"], shape["intermediate"], shape["layers"], shape["vocab"]
@@ -80,7 +85,7 @@ def estimate(shape: dict, config: TrainConfig, gpu_gb: float | None = None, toke
     lora_params = n * sum(config.lora_r * sum(layer_linears[t]) for t in targets if t in layer_linears)
     adapter = lora_params * (4 + 4 + 8)  # fp32 weights, gradients, and two Adam moments
 
-    tokens = tokens or config.batch_size * config.max_length
+    tokens = tokens or sequences_per_batch(config) * config.max_length
     one_layer = tokens * (_LAYER_BYTES_PER_TOKEN[0] * h + _LAYER_BYTES_PER_TOKEN[1] * i) * \
         (1 if liger else _UNFUSED_LAYER_FACTOR)
     outside = tokens * h * _OUTSIDE_BYTES_PER_TOKEN + (0 if liger else tokens * v * _LOGIT_BYTES_PER_TOKEN)

@@ -17,6 +17,11 @@ from ..workspace import append_jsonl, write_atomic
 
 # A checkpoint at least this often: a run killed (a power cut, the app restarted) resumes from at most this long ago.
 CHECKPOINT_EVERY_S = 5 * 60
+# What trl's DPOTrainer logs about the pairs, by the name metrics.jsonl gives it: the reward margin (how much more
+# the model now favours the chosen answer than the rejected one, against where it started) and how often the
+# chosen answer wins.
+PAIR_METRICS = {"rewards/margins": "reward_margin", "rewards/accuracies": "reward_accuracy",
+                "eval_rewards/margins": "eval_reward_margin", "eval_rewards/accuracies": "eval_reward_accuracy"}
 
 
 class RunRecorder(TrainerCallback):
@@ -81,7 +86,8 @@ class RunRecorder(TrainerCallback):
         for key in ("loss", "eval_loss", "learning_rate", "grad_norm"):
             if key in logs:
                 record[key] = float(logs[key])
-        if "eval_loss" in record:
+        record.update({name: float(logs[key]) for key, name in PAIR_METRICS.items() if key in logs})
+        if "eval_loss" in record and "eval_reward_margin" not in record:  # DPO's loss is no likelihood
             record["perplexity"] = math.exp(min(record["eval_loss"], 50))
         if "loss" in logs:
             then, tokens_then = self._tokens_at

@@ -8,7 +8,9 @@ MIN_UPDATES updates, the passes are raised until it makes that many (at most MAX
 at least SMALL_DATA_LR. So many passes can overfit: the Train tab warns when the validation loss turns up while
 the training loss falls (training/advisor.py), and the report card says when the run memorised its examples.
 Whatever a person set by hand (passes, a step limit, the learning rate) wins; datasets large enough keep the
-preset's values.
+preset's values. Preference pairs (DPO) get the passes too, but keep the preset's learning rate: DPO moves an
+adapter much further per update than imitation does (in tests/test_preference.py three updates at 5e-4 turn the
+held-out pairs' preference around, where imitation needs forty at 1e-3 to change the answers).
 """
 from __future__ import annotations
 
@@ -51,8 +53,8 @@ class Schedule:
 
 
 def expected_minutes(schedule: Schedule, config: TrainConfig, mean_tokens: float | None, workspace) -> float | None:
-    """How long the schedule takes here: at the speed of this model's latest run on this machine, else, for the
-    embedded model on a CPU, at the measured one; None when nothing says."""
+    """How long the schedule takes here: at the speed of this model's latest run of the same method on this machine,
+    else, for supervised runs of the embedded model on a CPU, at the measured one; None when nothing says."""
     import statistics
 
     from ..models import EMBEDDED
@@ -63,19 +65,20 @@ def expected_minutes(schedule: Schedule, config: TrainConfig, mean_tokens: float
     speed = None
     for run in list_runs(workspace):
         try:
-            same = run.config.model == config.model
+            same = (run.config.model, run.config.method) == (config.model, config.method)
         except (ValueError, OSError):
             continue
         measured = [m["tokens_per_s"] for m in run.metrics() if m.get("tokens_per_s")] if same else []
         if measured:
             speed = statistics.median(measured)
             break
-    if speed is None and config.model == EMBEDDED and not _has_gpu():
+    if speed is None and config.model == EMBEDDED and config.method == "sft" and not _has_gpu():
         speed = EMBEDDED_CPU_TOKENS_PER_S
     if speed is None:
         return None
     examples_seen = schedule.updates * config.batch_size * config.grad_accum * max(1, len(config.gpus))
-    return examples_seen * min(mean_tokens, config.max_length) / speed / 60
+    sides = 2 if config.method == "dpo" else 1  # a pair trains on both of its answers, each after the prompt
+    return examples_seen * sides * min(mean_tokens, config.max_length) / speed / 60
 
 
 def _has_gpu() -> bool:
@@ -100,7 +103,8 @@ def plan(config: TrainConfig, rows: int, hand_set: set[str] = frozenset()) -> Sc
     if updates >= MIN_UPDATES or set(hand_set) & set(RULED):
         return Schedule(examples, config.epochs, updates, config.learning_rate, False)
     passes = min(MAX_PASSES, math.ceil(MIN_UPDATES / per_pass))
-    return Schedule(examples, passes, passes * per_pass, max(config.learning_rate, SMALL_DATA_LR), True)
+    learning_rate = config.learning_rate if config.method == "dpo" else max(config.learning_rate, SMALL_DATA_LR)
+    return Schedule(examples, passes, passes * per_pass, learning_rate, True)
 
 
 def apply(config: TrainConfig, rows: int, hand_set: set[str] = frozenset()) -> tuple[TrainConfig, Schedule]:

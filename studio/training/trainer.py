@@ -1,4 +1,5 @@
-"""One training run, start to end, inside the child process: QLoRA with trl's SFTTrainer."""
+"""One training run, start to end, inside the child process: QLoRA with trl's SFTTrainer, or its DPOTrainer for
+preference pairs (training/preference.py)."""
 from __future__ import annotations
 
 import os
@@ -6,14 +7,14 @@ import time
 import traceback
 from dataclasses import replace
 
-from ..config import ConfigError, TrainConfig
+from ..config import ConfigError, TrainConfig, check_data_fits
 from ..messages import Message, text_of
 from ..models import ModelNotFound, compute_dtype, load_base_model, load_tokenizer, resolve_model
-from ..runs import Run
+from ..runs import Run, start_adapter
 from ..workspace import Workspace
 from .attention import use_varlen_attention
 from .curves import draw_curves
-from .memory import choose_checkpointing, liger_installed
+from .memory import choose_checkpointing, liger_installed, sequences_per_batch
 from .recorder import RunRecorder
 from .targets import resolve_target_modules
 
@@ -80,25 +81,31 @@ def _train(run: Run, config: TrainConfig, workspace: Workspace) -> tuple[str, Me
     """How the run ended, and what early stopping did, if it ended the run."""
     from datasets import Dataset
 
-    from ..data import load_records, split, tokenize_record
+    from ..data import is_pairs, load_records, split, tokenize_pair, tokenize_record
 
     model_path = resolve_model(config.model, workspace, progress=lambda m: print(m, flush=True))
     tokenizer = load_tokenizer(model_path)
     records, _report = load_records(config.dataset, workspace)
     if not records:
         raise ValueError(Message("The dataset {dataset} has no valid rows to train on.", dataset=config.dataset))
+    check_data_fits(config, is_pairs(records))
+    adapter = start_adapter(workspace, config)
     train_records, val_records = split(records, config.val_fraction, config.seed)
+    tokenize = tokenize_pair if config.method == "dpo" else tokenize_record
 
     def tokenized(part):
-        return Dataset.from_list([tokenize_record(tokenizer, r, config.max_length) for r in part])
+        return Dataset.from_list([tokenize(tokenizer, r, config.max_length) for r in part])
 
     train_set = tokenized(train_records)
     val_set = tokenized(val_records) if val_records else None
     say = print if is_main_process() else (lambda *a, **k: None)
     say(f"{len(train_set)} training and {len(val_records)} validation examples", flush=True)
+    if adapter:
+        say(f"Going on from the adapter of {config.start_from}: its rank and layers are kept", flush=True)
 
     recorder = RunRecorder(run)
-    trainer = build_trainer(config, model_path, tokenizer, train_set, val_set, str(run.checkpoints_dir), [recorder])
+    trainer = build_trainer(config, model_path, tokenizer, train_set, val_set, str(run.checkpoints_dir), [recorder],
+                            adapter)
     checkpoint = run.latest_checkpoint()
     if checkpoint:
         say(f"Resuming from {checkpoint.name}", flush=True)
@@ -108,6 +115,10 @@ def _train(run: Run, config: TrainConfig, workspace: Workspace) -> tuple[str, Me
     if trainer.is_fsdp_enabled:  # the adapter as one file for chat and merge, gathered from every GPU's shard
         trainer.accelerator.state.fsdp_plugin.set_state_dict_type("FULL_STATE_DICT")
     trainer.save_model(str(run.adapter_dir))  # the adapter and the tokenizer, written by the main process only
+    if adapter and is_main_process():
+        from .preference import drop_reference
+
+        drop_reference(run.adapter_dir)
     say(f"Adapter saved to {run.adapter_dir}", flush=True)
     if recorder.stopped:  # a stop must be quick; its report card can be made on demand
         return "stopped", None
@@ -153,9 +164,10 @@ def _evaluated_last_step(state) -> bool:
 
 
 def build_trainer(config: TrainConfig, model_path: str, tokenizer, train_set, val_set, output_dir: str,
-                  callbacks: list):
-    """The SFTTrainer for a config: the engine's one recipe, also what bench/ measures."""
-    from peft import LoraConfig
+                  callbacks: list, start_adapter: str | None = None):
+    """The trainer for a config, SFTTrainer or (method dpo) preference.PairTrainer: the engine's one recipe, also
+    what bench/ measures. start_adapter: a finished run's adapter to go on training instead of a new one."""
+    from peft import LoraConfig, PeftModel
     from transformers import EarlyStoppingCallback
     from trl import SFTTrainer
 
@@ -167,26 +179,41 @@ def build_trainer(config: TrainConfig, model_path: str, tokenizer, train_set, va
     # The arguments first: with FSDP they tell transformers how to load the model for sharding.
     args = training_arguments(config, output_dir, evaluate=val_set is not None)
     model = load_base_model(model_path, config.quantization, config.double_quant, sharded=bool(args.fsdp))
-    use_varlen_attention(model)  # batches are padding-free (see training_arguments)
-    lora = LoraConfig(r=config.lora_r, lora_alpha=config.lora_alpha, lora_dropout=config.lora_dropout,
-                      target_modules=resolve_target_modules(model, config.target_modules), task_type="CAUSAL_LM")
+    preference = config.method == "dpo"
+    if not preference:  # DPO's batches are padded, not laid end to end
+        use_varlen_attention(model)  # batches are padding-free (see training_arguments)
+    if start_adapter:
+        model, lora = PeftModel.from_pretrained(model, start_adapter, is_trainable=True), None
+    else:
+        lora = LoraConfig(r=config.lora_r, lora_alpha=config.lora_alpha, lora_dropout=config.lora_dropout,
+                          target_modules=resolve_target_modules(model, config.target_modules), task_type="CAUSAL_LM")
     if args.load_best_model_at_end:
         callbacks = [*callbacks, EarlyStoppingCallback(config.early_stopping_patience)]
-    return SFTTrainer(model=model, args=args, train_dataset=train_set, eval_dataset=val_set,
-                      processing_class=tokenizer, peft_config=lora, callbacks=callbacks)
+    if preference:
+        from .preference import PairTrainer as trainer_class
+    else:
+        trainer_class = SFTTrainer
+    return trainer_class(model=model, args=args, train_dataset=train_set, eval_dataset=val_set,
+                         processing_class=tokenizer, peft_config=lora, callbacks=callbacks)
 
 
 def largest_batch_tokens(train_set, config: TrainConfig) -> int:
-    """Tokens in the largest batch the run can meet: its longest rows together (a packed batch is always full)."""
+    """Tokens in the largest batch the run can meet: its longest rows together (a packed batch is always full; a
+    batch of pairs holds each pair's two sides, padded to the longest)."""
     if config.packing:
         return config.batch_size * config.max_length
+    if config.method == "dpo":
+        longest = max(len(p) + max(len(c), len(r)) for p, c, r in
+                      zip(train_set["prompt_ids"], train_set["chosen_ids"], train_set["rejected_ids"]))
+        return sequences_per_batch(config) * longest
     return sum(sorted((len(ids) for ids in train_set["input_ids"]), reverse=True)[:config.batch_size])
 
 
 def training_arguments(config: TrainConfig, output_dir: str, evaluate: bool):
-    """The SFTConfig for a config whose gradient_checkpointing is decided ('on' or 'off')."""
+    """The SFTConfig (a DPOConfig for method dpo) for a config whose gradient_checkpointing is decided ('on' or
+    'off')."""
     import torch
-    from trl import SFTConfig
+    from trl import DPOConfig, SFTConfig
 
     # Fractions below 1 are read by transformers as a share of all steps: evaluate ten times a run.
     eval_every = config.eval_steps or 0.1
@@ -195,7 +222,7 @@ def training_arguments(config: TrainConfig, output_dir: str, evaluate: bool):
     processes = process_count()
     fsdp = config.fsdp and processes > 1  # alone on one device FSDP has nothing to shard
     checkpointing = config.gradient_checkpointing == "on"
-    return SFTConfig(
+    common = dict(
         output_dir=output_dir,
         per_device_train_batch_size=config.batch_size,
         per_device_eval_batch_size=config.batch_size,
@@ -216,15 +243,6 @@ def training_arguments(config: TrainConfig, output_dir: str, evaluate: bool):
         ddp_find_unused_parameters=False,  # every adapter weight gets a gradient: no need to search each step
         bf16=on_gpu and compute_dtype() == torch.bfloat16,
         fp16=on_gpu and compute_dtype() == torch.float16,
-        # Rows arrive already cut to max_length (studio.data.tokenize_record); packing needs the length to fill.
-        max_length=config.max_length if config.packing else None,
-        packing=config.packing,
-        # Sequences of a batch are laid end to end with position ids instead of padded to the longest:
-        # no compute is spent on padding (transformers keeps attention within each sequence).
-        padding_free=True,
-        # Over several GPUs every step waits for the slowest: batches of like lengths side by side keep the
-        # GPUs evenly loaded (measured in bench/multi_gpu.py). Alone, plain shuffling.
-        train_sampling_strategy="group_by_length" if processes > 1 else "random",
         use_liger_kernel=on_gpu and liger_installed(),  # fused Triton kernels; GPU only
         logging_steps=config.logging_steps,
         eval_strategy="steps" if evaluate else "no",
@@ -234,9 +252,27 @@ def training_arguments(config: TrainConfig, output_dir: str, evaluate: bool):
         save_total_limit=2,
         load_best_model_at_end=early_stop,
         metric_for_best_model="eval_loss" if early_stop else None,
-        include_num_input_tokens_seen="all",  # padding-free: every token is real,
         seed=config.seed,
         report_to="none",
         disable_tqdm=True,
         dataloader_num_workers=0,
+    )
+    if config.method == "dpo":
+        # trl pads a batch of pairs (its padding-free mode is not available for DPO): count the real tokens only.
+        # Rows arrive already cut to max_length (studio.data.tokenize_pair). Plain shuffling: grouping by length
+        # reads the lengths of input_ids, which a pair has not.
+        return DPOConfig(**common, beta=config.beta, max_length=config.max_length, train_sampling_strategy="random",
+                         include_num_input_tokens_seen="non_padding")
+    return SFTConfig(
+        **common,
+        # Rows arrive already cut to max_length (studio.data.tokenize_record); packing needs the length to fill.
+        max_length=config.max_length if config.packing else None,
+        packing=config.packing,
+        # Sequences of a batch are laid end to end with position ids instead of padded to the longest:
+        # no compute is spent on padding (transformers keeps attention within each sequence).
+        padding_free=True,
+        # Over several GPUs every step waits for the slowest: batches of like lengths side by side keep the
+        # GPUs evenly loaded (measured in bench/multi_gpu.py). Alone, plain shuffling.
+        train_sampling_strategy="group_by_length" if processes > 1 else "random",
+        include_num_input_tokens_seen="all",  # padding-free: every token is real
     )

@@ -8,22 +8,24 @@ from pathlib import Path
 import gradio as gr
 import pandas as pd
 
-from ..config import (CHECKPOINTING, OPTIMIZERS, QUANTIZATIONS, ConfigError, TrainConfig, config_from_preset,
-                      load_presets, save_user_preset, suggest_for_size)
+from ..config import (CHECKPOINTING, METHODS, OPTIMIZERS, QUANTIZATIONS, ConfigError, TrainConfig, check_data_fits,
+                      config_from_preset, load_presets, save_user_preset, suggest_for_size)
 from ..evaluation import read_card
 from ..gpu import list_gpus
 from ..messages import Message, text_of
 from ..models import EMBEDDED_LABEL, EMBEDDED_NAME, ModelNotFound, list_local_models, resolve_model
-from ..runs import Run, find_run, list_runs
+from ..runs import Run, find_run, list_runs, start_adapter
 from ..training import small_data
 from ..training.advisor import advise
-from ..training.memory import estimate_for
+from ..training.memory import estimate_for, sequences_per_batch
 from . import report_view
 from .context import Studio
 from .i18n import N_, Labels, Translator, english, translator
 
 # The settings a person may change in "Advanced", in the order shown: (field, label)
 ADVANCED = [
+    ("method", N_("Method")),
+    ("beta", N_("Stay close to where it started (beta; higher: closer)")),
     ("quantization", N_("Model precision (4bit saves the most memory)")), ("lora_r", N_("Adapter size (rank r)")),
     ("lora_alpha", N_("Adapter strength (alpha)")), ("lora_dropout", N_("Dropout")),
     ("target_modules", N_("Layers to adapt (comma-separated, or all-linear)")), ("learning_rate", N_("Learning rate")),
@@ -38,6 +40,8 @@ ADVANCED = [
     ("seed", N_("Random seed")),
 ]
 FIELDS = [field for field, _ in ADVANCED]
+START_FROM = N_("Start from a finished run's adapter (usually your supervised run; empty: a new adapter)")
+LABELLED = {**dict(ADVANCED), "start_from": START_FROM}  # every setting the page shows, by its run.yaml name
 MAX_MEMORY_POINTS = 600  # per device, in the memory chart
 # A run's state, shown as an icon and as a word in the visitor's language.
 STATE_ICONS = {N_("queued"): "…", N_("running"): "▶", N_("completed"): "✔", N_("failed"): "✖",
@@ -58,8 +62,15 @@ def run_choices(studio: Studio) -> list[tuple[str, str]]:
     return [(f"{STATE_ICONS.get(r.state, '')} {r.id}", r.id) for r in list_runs(studio.workspace)]
 
 
+def start_choices(studio: Studio) -> list[str]:
+    """The runs a preference run can go on from: those that completed with an adapter."""
+    return [r.id for r in list_runs(studio.workspace) if r.state == "completed" and r.has_adapter()]
+
+
 CHECKPOINTING_WORDS = {"auto": N_("auto: only when memory is short"), "on": N_("on: least memory"),
                        "off": N_("off: fastest")}
+METHOD_WORDS = {"sft": N_("supervised: imitate the answers"),
+                "dpo": N_("preference (DPO): prefer the chosen answer of each pair")}
 
 
 def _component_for(field: str, value):
@@ -68,6 +79,9 @@ def _component_for(field: str, value):
         return gr.Radio(list(QUANTIZATIONS), value=value, label=label)
     if field == "gradient_checkpointing":
         return gr.Radio([(CHECKPOINTING_WORDS[choice], choice) for choice in CHECKPOINTING], value=value, label=label)
+    if field == "method":
+        return gr.Radio([(METHOD_WORDS[choice], choice) for choice in METHODS], value=value, label=label,
+                        elem_id="train-method")
     if field == "optimizer":
         return gr.Dropdown(list(OPTIMIZERS), value=value, label=label)
     if isinstance(value, bool):
@@ -96,11 +110,12 @@ def preset_description(presets: dict, name: str, t: Translator = english) -> str
     return t(presets[name].description.strip()) if name in presets else ""
 
 
-def build_config(dataset, model, preset, values, gpus=(), fsdp=False) -> TrainConfig:
+def build_config(dataset, model, preset, values, gpus=(), fsdp=False, start_from=None) -> TrainConfig:
     settings = dict(zip(FIELDS, values))
     model = model or EMBEDDED_LABEL
     return TrainConfig.from_dict({**settings, "dataset": dataset or "", "preset": preset, "gpus": list(gpus or []),
-                                  "fsdp": bool(fsdp), "model": "embedded" if model == EMBEDDED_LABEL else model})
+                                  "fsdp": bool(fsdp), "model": "embedded" if model == EMBEDDED_LABEL else model,
+                                  "start_from": start_from or ""})
 
 
 def with_labels(message, t: Translator):
@@ -108,8 +123,8 @@ def with_labels(message, t: Translator):
     if not isinstance(message, Message):
         return message
     values = {k: with_labels(v, t) for k, v in message.values.items()}
-    if values.get("field") in dict(ADVANCED):
-        values["field"] = t(dict(ADVANCED)[values["field"]])
+    if values.get("field") in LABELLED:
+        values["field"] = t(LABELLED[values["field"]])
     return message.with_values(**values)
 
 
@@ -121,17 +136,21 @@ def gpu_choices(studio: Studio) -> list[tuple[str, int]]:
 
 
 def dataset_facts(studio: Studio, name) -> dict | None:
-    """{"rows", "mean_tokens", "max_tokens"} of a saved dataset (its report has them) or a data file (rows only);
-    None until the name can be read."""
-    from ..data import list_datasets, load_records
+    """{"rows", "pairs", "mean_tokens", "max_tokens"} of a saved dataset (its report has them) or a data file (rows
+    and pairs only); None until the name can be read."""
+    from ..data import is_pairs, list_datasets, load_records
 
     saved = {d["name"]: d for d in list_datasets(studio.workspace) if d.get("valid") is not None}
     try:
-        rows = saved[name]["valid"] if name in saved else len(load_records(name, studio.workspace)[0])
+        if name in saved:
+            rows, pairs = saved[name]["valid"], saved[name]["format"] == "pairs"
+        else:
+            records = load_records(name, studio.workspace)[0]
+            rows, pairs = len(records), is_pairs(records)
     except Exception:  # noqa: BLE001 - a half-typed name: nothing to say yet
         return None
     tokens = (saved.get(name) or {}).get("tokens") or {}
-    return {"rows": rows, "mean_tokens": tokens.get("mean"), "max_tokens": tokens.get("max")}
+    return {"rows": rows, "pairs": pairs, "mean_tokens": tokens.get("mean"), "max_tokens": tokens.get("max")}
 
 
 def dataset_suggestion(studio: Studio, name, max_length) -> dict | None:
@@ -188,7 +207,8 @@ def fit_text(studio: Studio, model_choice, values, t: Translator = english, data
         config = build_config("-", model_choice, "custom", values)
         path = resolve_model(config.model, studio.workspace, progress=lambda _m: None)
         longest = (dataset_facts(studio, dataset) or {}).get("max_tokens") if dataset else None
-        tokens = config.batch_size * min(longest, config.max_length) if longest and not config.packing else None
+        tokens = sequences_per_batch(config) * min(longest, config.max_length) if longest and not config.packing \
+            else None
         basis = t("for this dataset's longest examples") if tokens else t("for examples of the max length")
         return (t("**Will it fit?** {estimate} ({basis})", estimate=t.message(estimate_for(path, config, tokens)
                                                                             .summary()), basis=basis) + " "
@@ -214,10 +234,15 @@ def progress_html(run: Run, t: Translator = english) -> str:
             + f"<br><i>{html.escape(t.message(status))}</i></div>")
 
 
-def charts(run: Run, t: Translator = english) -> tuple[pd.DataFrame, pd.DataFrame, pd.DataFrame]:
+def charts(run: Run, t: Translator = english) -> tuple[pd.DataFrame, ...]:
+    """Loss, learning rate and memory; for preference pairs also the reward margin and how often chosen wins."""
     metrics = [m for m in run.metrics() if "step" in m and "event" not in m]
-    loss_rows = [{"step": m["step"], "loss": m[k], "series": t(name)} for m in metrics
-                 for k, name in (("loss", N_("train")), ("eval_loss", N_("validation"))) if k in m]
+
+    def series(key: str, column: str) -> list[dict]:
+        return [{"step": m["step"], column: m[k], "series": t(name)} for m in metrics
+                for k, name in ((key, N_("train")), (f"eval_{key}", N_("validation"))) if k in m]
+
+    loss_rows = series("loss", "loss")
     lr_rows = [{"step": m["step"], "learning_rate": m["learning_rate"]} for m in metrics if "learning_rate" in m]
     samples = [s for s in run.gpu_samples() if "used_gb" in s]
     devices = len({s.get("device") for s in samples}) or 1
@@ -227,7 +252,9 @@ def charts(run: Run, t: Translator = english) -> tuple[pd.DataFrame, pd.DataFram
     mem_rows = [{"seconds": round(s["time"] - t0, 1), "GB": s["used_gb"], "device": s.get("device", "")}
                 for s in samples]
     return (_frame(loss_rows, step=int, loss=float, series=str), _frame(lr_rows, step=int, learning_rate=float),
-            _frame(mem_rows, seconds=float, GB=float, device=str))
+            _frame(mem_rows, seconds=float, GB=float, device=str),
+            _frame(series("reward_margin", "margin"), step=int, margin=float, series=str),
+            _frame(series("reward_accuracy", "share"), step=int, share=float, series=str))
 
 
 def _frame(rows: list[dict], **types) -> pd.DataFrame:
@@ -273,8 +300,12 @@ def build(studio: Studio, labels: Labels):
                 model = add(gr.Dropdown(model_choices(studio), value=EMBEDDED_LABEL, allow_custom_value=True,
                                         label="Base model: the embedded one, a folder on this machine, or a hub id "
                                               "(org/name)"))
-                preset = add(gr.Dropdown(preset_choices(presets), value="chatbot", label="Preset"))
+                preset = add(gr.Dropdown(preset_choices(presets), value="chatbot", label="Preset",
+                                         elem_id="train-preset"))
             preset_text = gr.Markdown(preset_description(presets, "chatbot"))
+            # For the preference method only: the usual order is a supervised run first, then DPO from its adapter.
+            start_from = add(gr.Dropdown(start_choices(studio), value=None, visible=False, elem_id="train-start-from",
+                                         label=START_FROM))
             with gr.Row():
                 suggestion = gr.Markdown()
                 apply_suggestion = add(gr.Button("Apply suggestion", size="sm", visible=False))
@@ -283,7 +314,8 @@ def build(studio: Studio, labels: Labels):
                 advanced = []
                 defaults = settings_from(presets["chatbot"])
                 for (field, _), value in zip(ADVANCED, defaults):
-                    advanced.append(add(_component_for(field, value), choices=field == "gradient_checkpointing"))
+                    advanced.append(add(_component_for(field, value),
+                                        choices=field in ("gradient_checkpointing", "method")))
                 with gr.Row():
                     my_preset_name = add(gr.Textbox(label="Save these settings as my preset, named", scale=3))
                     save_preset = add(gr.Button("Save preset", scale=1))
@@ -317,6 +349,13 @@ def build(studio: Studio, labels: Labels):
                 mem_plot = add(gr.LinePlot(x="seconds", y="GB", color="device",
                                            title="Memory (each GPU, or process on CPU)",
                                            x_title="seconds", color_title="device", height=250))
+            with gr.Row(visible=False) as pair_charts:  # a run on preference pairs: what DPO does to them
+                margin_plot = add(gr.LinePlot(x="step", y="margin", color="series", height=250, elem_id="margin-plot",
+                                              title="Reward margin: how far the chosen answer leads the rejected one",
+                                              x_title="step", y_title="margin", color_title="series"))
+                wins_plot = add(gr.LinePlot(x="step", y="share", color="series", height=250, elem_id="wins-plot",
+                                            title="How often the chosen answer wins", x_title="step",
+                                            y_title="share of pairs", color_title="series", y_lim=[0, 1]))
             advice = gr.Markdown(elem_id="run-advice")
             add(gr.Markdown("### Did it work? The report card"))
             card_text = gr.Markdown(elem_id="report-card")
@@ -343,6 +382,20 @@ def build(studio: Studio, labels: Labels):
             if name in presets else [gr.update()] * (1 + len(advanced))
 
     preset.change(on_preset, preset, [preset_text] + advanced)
+    method = advanced[FIELDS.index("method")]
+    method.change(lambda chosen: gr.update(visible=chosen == "dpo"), method, start_from, show_progress="hidden")
+
+    def on_start_from(run_id):
+        """An adapter fits the base model it was trained on: pick that one."""
+        if not run_id:
+            return gr.update()
+        try:
+            spec = find_run(studio.workspace, run_id).config.model
+        except (FileNotFoundError, ConfigError, OSError):  # deleted meanwhile: Start says what is wrong
+            return gr.update()
+        return EMBEDDED_LABEL if spec == "embedded" else spec
+
+    start_from.change(on_start_from, start_from, model, show_progress="hidden")
 
     def on_language(lang, name, data, model_choice, *values):
         """The parts of this tab whose words are not fixed, in the page's new language."""
@@ -405,10 +458,13 @@ def build(studio: Studio, labels: Labels):
                      "tab first.", name=form[dataset]), gr.update()
         try:
             values = [form[c] for c in advanced]
-            config = build_config(form[dataset], form[model], form[preset], values, form[gpu_pick], form[fsdp])
+            config = build_config(form[dataset], form[model], form[preset], values, form[gpu_pick], form[fsdp],
+                                  form[start_from] if form[method] == "dpo" else None)
             facts = dataset_facts(studio, form[dataset])
             if facts:  # the passes and learning rate a small dataset needs, unless set by hand (training/small_data)
+                check_data_fits(config, facts["pairs"])
                 config, _ = small_data.apply(config, facts["rows"], hand_set(presets, form[preset], values))
+            start_adapter(studio.workspace, config)
             # Now, not hours later when its turn comes: a model that cannot be had (mistyped, no internet).
             resolve_model(config.model, studio.workspace, progress=lambda _m: None)
             run = studio.queue.submit(config, owner=studio.user(request), name=form[run_name])
@@ -422,7 +478,8 @@ def build(studio: Studio, labels: Labels):
             t("Run **{run}** is number {place} in the queue.", run=run.id, place=waiting + 1)
         return message, gr.update(choices=run_choices(studio), value=run.id)
 
-    start.click(on_start, {dataset, model, preset, run_name, gpu_pick, fsdp, *advanced}, [notice, run_pick])
+    start.click(on_start, {dataset, model, preset, run_name, gpu_pick, fsdp, start_from, *advanced},
+                [notice, run_pick])
 
     def current_run(run_id):
         """The run to show: the chosen one, else the newest active one, so a reload shows the live run."""
@@ -441,15 +498,17 @@ def build(studio: Studio, labels: Labels):
         compare = (compare_losses(studio, compare_ids), report_view.compare_cards(existing_runs(studio, compare_ids), t))
         if run is None:
             empty = charts_empty()
-            return (t("No runs yet."), *empty, "", "", queue_table(studio, t), *compare, "",
-                    report_view.card_examples(None, t))
-        loss, lr, mem = charts(run, t)
+            return (t("No runs yet."), *empty, gr.update(visible=False), "", "", queue_table(studio, t), *compare,
+                    "", report_view.card_examples(None, t))
+        loss, lr, mem, margin, wins = charts(run, t)
         tips = [f"💡 {t(tip)}" for tip in advise(run)] + damaged_lines(run, t)
         card = read_card(run, card_data or None)
-        return (progress_html(run, t), loss, lr, mem, "\n".join(tips), run.log_tail(), queue_table(studio, t),
+        return (progress_html(run, t), loss, lr, mem, margin, wins, gr.update(visible=not margin.empty),
+                "\n".join(tips), run.log_tail(), queue_table(studio, t),
                 *compare, report_view.card_summary(card, run.evaluation, t), report_view.card_examples(card, t))
 
-    outputs = [progress, loss_plot, lr_plot, mem_plot, advice, log, queue_view, compare_plot, compare_table,
+    outputs = [progress, loss_plot, lr_plot, mem_plot, margin_plot, wins_plot, pair_charts, advice, log, queue_view,
+               compare_plot, compare_table,
                card_text, card_table]
     # Refreshing only reads the run's files: every visitor's page may do it at once, not one after another.
     gr.on([timer.tick, run_pick.change, compare_pick.change, eval_data.change], refresh,
@@ -518,9 +577,9 @@ def build(studio: Studio, labels: Labels):
         """Refresh the pickers whenever the tab is opened: other tabs and other people add to them."""
         datasets = gr.update(choices=dataset_choices(studio))
         return (datasets, gr.update(choices=model_choices(studio)), gr.update(choices=run_choices(studio)),
-                gr.update(choices=run_choices(studio)), datasets)
+                gr.update(choices=run_choices(studio)), datasets, gr.update(choices=start_choices(studio)))
 
-    return on_focus, [dataset, model, run_pick, compare_pick, eval_data]
+    return on_focus, [dataset, model, run_pick, compare_pick, eval_data, start_from]
 
 
 def damaged_lines(run: Run, t: Translator = english) -> list[str]:
@@ -531,4 +590,5 @@ def damaged_lines(run: Run, t: Translator = english) -> list[str]:
 
 def charts_empty():
     return (_frame([], step=int, loss=float, series=str), _frame([], step=int, learning_rate=float),
-            _frame([], seconds=float, GB=float, device=str))
+            _frame([], seconds=float, GB=float, device=str), _frame([], step=int, margin=float, series=str),
+            _frame([], step=int, share=float, series=str))
