@@ -1,6 +1,6 @@
 """Take the README's screenshots: every tab of the app at 1366x768, into docs/screenshots/.
 
-    .venv/bin/python scripts/screenshots.py [--out DIR] [--full-page]
+    .venv/bin/python scripts/screenshots.py [--out DIR]
 
 The app runs as the browser tests run it (tests/app_server.py): on a free local port, over a temporary workspace
 that holds the embedded model, in Debian's chromium. The workspace first gets a pirate-voiced adapter, trained as
@@ -39,8 +39,6 @@ def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--out", type=Path, default=REPO / "docs" / "screenshots",
                         help="folder for dataset.png, train.png, chat.png and export.png (default: docs/screenshots)")
-    parser.add_argument("--full-page", action="store_true",
-                        help="the whole page of each tab, 1366 wide, instead of the 1366x768 window on its main part")
     args = parser.parse_args(argv)
     args.out.mkdir(parents=True, exist_ok=True)
 
@@ -59,7 +57,7 @@ def main(argv: list[str] | None = None) -> int:
                                      *lines[9:]]) + "\n", encoding="utf-8")
         with serving(workspace) as studio, browser_page() as page:
             page.goto(studio.url)
-            shoot = lambda name: screenshot(page, args.out / name, args.full_page)  # noqa: E731
+            shoot = lambda name: screenshot(page, args.out / name)  # noqa: E731
             dataset_tab(page, upload, shoot)
             train_tab(page, run.id, shoot)
             chat_tab(page, run.id, shoot)
@@ -106,15 +104,15 @@ class browser_page:
         self._playwright.stop()
 
 
-def screenshot(page, path: Path, full_page: bool) -> None:
+def screenshot(page, path: Path) -> None:
     page.wait_for_timeout(1000)  # let charts and tables finish drawing
-    page.screenshot(path=str(path), full_page=full_page)
+    page.screenshot(path=str(path))
     print(f"  {path.name}", flush=True)
 
 
 def scroll_to(page, selector: str) -> None:
-    """Scroll the window so that the element is near its top (a full-page screenshot shows the whole page anyway)."""
-    page.locator(selector).evaluate("e => window.scrollTo(0, e.getBoundingClientRect().top + window.scrollY - 24)")
+    """Scroll the view (which scrolls on its own inside the window) so that the element is at its top."""
+    page.locator(selector).evaluate("e => e.scrollIntoView({block: 'start'})")
 
 
 def pick(page, selector: str, value: str) -> None:
@@ -142,9 +140,8 @@ def train_tab(page, run_id: str, shoot) -> None:
     pick(page, "#run-pick", run_id)
     page.locator("#run-progress").get_by_text("completed").first.wait_for()
     page.wait_for_function("document.querySelector('#loss-plot canvas, #loss-plot svg') !== null")
-    page.locator("#report-examples [role=gridcell]").first.wait_for()  # the run's report card
-    scroll_to(page, "#run-pick")  # the run, its charts and the top of its report card
-    shoot("train.png")
+    page.locator("#report-examples [role=gridcell]").first.wait_for()  # the run's report card, under its charts
+    shoot("train.png")  # the plan for the dataset beside the run and its charts
 
 
 def chat_tab(page, run_id: str, shoot) -> None:
@@ -154,7 +151,6 @@ def chat_tab(page, run_id: str, shoot) -> None:
     page.locator("#chat-send").click()
     page.wait_for_selector("#chat-right-stats:has-text('tokens/s')", timeout=LONG)
     page.wait_for_selector("#chat-left-stats:has-text('tokens/s')", timeout=LONG)
-    page.evaluate("window.scrollTo(0, 0)")
     shoot("chat.png")
 
 
@@ -163,7 +159,6 @@ def export_tab(page, run_id: str, shoot) -> None:
     pick(page, "#export-run", run_id)
     page.locator("#export-merge").click()
     page.wait_for_selector("#export-result:has-text('matches base + adapter')", timeout=LONG)
-    page.evaluate("window.scrollTo(0, 0)")
     shoot("export.png")
 
 
