@@ -1,6 +1,6 @@
 """Merge a run's LoRA adapter into its base model and save a standalone model folder (and its zip).
 
-A new export takes an earlier one's place only once it is whole and has passed its check (see _swap_in).
+A new export takes an earlier one's place only once it is whole and has passed its check (see place.py).
 
 The base is always reloaded unquantised, whatever precision the run trained in: merging into 4-bit weights would
 round most of the adapter away. The merged model is saved in the base's own 16-bit dtype (see _Base.dtype).
@@ -11,7 +11,6 @@ import errno
 import shutil
 import time
 import traceback
-import uuid
 from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
@@ -26,6 +25,7 @@ from .card import write_card
 from .checks import (MARKER, ExportError, NotEnoughSpace, base_parameters, human_size, require_adapter,
                      require_free_space, require_replaceable, space_needed)
 from .dataset import first_examples
+from .place import failed_folder, recover, staging_folder, swap_in
 from .verify import DATASET_EXAMPLES, MergeCheck, MergeChecker
 
 Progress = Callable[[float, str], None]
@@ -68,7 +68,7 @@ def merge_run(run: Run, out_dir: str | Path | None = None, *, workspace: Workspa
     require_adapter(run)
     config = run.config
     target = (Path(out_dir).expanduser() if out_dir else export_folder(workspace, run) / "merged").resolve()
-    for folder in (target, _failed_folder(target)):
+    for folder in (target, failed_folder(target)):
         require_replaceable(folder)
     zip_path = target.parent / f"{safe_name(run.id, 'run')}-merged.zip"
 
@@ -76,7 +76,7 @@ def merge_run(run: Run, out_dir: str | Path | None = None, *, workspace: Workspa
     needed = space_needed(base.parameters * base.dtype.itemsize, copies=2 if make_zip else 1)
     what = Message("the merged model and its zip") if make_zip else Message("the merged model")
     require_free_space(target.parent, needed, what)
-    with _plain_failures(target.parent, needed, what):
+    with plain_failures(target.parent, needed, what):
         return _merge_and_save(run, target, zip_path, make_zip, base, workspace, report)
 
 
@@ -92,9 +92,8 @@ def _merge_and_save(run: Run, target: Path, zip_path: Path, make_zip: bool, base
                     report: Progress) -> ExportResult:
     config = run.config
     target.parent.mkdir(parents=True, exist_ok=True)
-    _recover(target, zip_path)
-    staging = target.with_name(f".{target.name}.partial-{uuid.uuid4().hex[:12]}")
-    staging.mkdir()
+    recover(target, zip_path)
+    staging = staging_folder(target)
     try:
         try:
             examples = first_examples(workspace, config.dataset, DATASET_EXAMPLES)
@@ -110,13 +109,13 @@ def _merge_and_save(run: Run, target: Path, zip_path: Path, make_zip: bool, base
                 report(0.82, Message("Zipping the merged model into {file}", file=zip_path.name))
                 zip_folder(staging, staging / zip_path.name,  # inside the folder until it is in place
                            progress=lambda fraction, message: report(0.82 + 0.17 * fraction, message))
-            _swap_in(staging, target, zip_path)
-            shutil.rmtree(_failed_folder(target), ignore_errors=True)  # a failed attempt before it is of no use now
+            swap_in(staging, target, zip_path)
+            shutil.rmtree(failed_folder(target), ignore_errors=True)  # a failed attempt before it is of no use now
             folder = target
         else:
             # Only a model that answers like base + adapter goes where downloads come from; this one replaces
             # nothing and is kept beside it for a look.
-            folder = _failed_folder(target)
+            folder = failed_folder(target)
             shutil.rmtree(folder, ignore_errors=True)
             staging.rename(folder)
     finally:
@@ -131,7 +130,7 @@ def _merge_and_save(run: Run, target: Path, zip_path: Path, make_zip: bool, base
 
 
 @contextmanager
-def _plain_failures(where: Path, needed: int, what: str):
+def plain_failures(where: Path, needed: int, what: str):
     """A GPU or disk that fills up half way is told as what to do next, not as a library's error."""
     import torch
 
@@ -195,51 +194,3 @@ def _merge_into(folder: Path, run: Run, base: _Base, examples: list[dict], repor
 
 def _dtype_name(dtype) -> str:
     return str(dtype).removeprefix("torch.")
-
-
-def _failed_folder(target: Path) -> Path:
-    return target.with_name(f"{target.name}-failed-check")
-
-
-def _swap_in(staging: Path, target: Path, zip_path: Path) -> None:
-    """Put the finished export in `staging` where `target` is, by renames that each leave one whole export in
-    reach: the earlier one goes aside, the new one in, its zip beside it, and only then is the earlier one
-    deleted. An error on the way puts the earlier export back; after a crash, the next export's _recover does."""
-    aside = _aside(target)
-    if target.exists():
-        target.rename(aside)
-    try:
-        staging.rename(target)
-        if not _move_zip_out(target, zip_path):
-            zip_path.unlink(missing_ok=True)  # an earlier export's zip would not match the new folder
-    except BaseException:
-        if not staging.exists():  # the new folder went in: out again
-            target.rename(staging)
-        if aside.exists():
-            aside.rename(target)
-        raise
-    shutil.rmtree(aside, ignore_errors=True)
-
-
-def _recover(target: Path, zip_path: Path) -> None:
-    """Finish a _swap_in that a crash cut short. Once the new folder is in, it stays and its zip follows it;
-    before that, the earlier export comes back from aside. The only whole copy is never the one deleted."""
-    aside = _aside(target)
-    if target.exists():
-        _move_zip_out(target, zip_path)
-        shutil.rmtree(aside, ignore_errors=True)
-    elif aside.exists():
-        aside.rename(target)
-
-
-def _move_zip_out(folder: Path, zip_path: Path) -> bool:
-    """The new zip is made inside its folder, so that no crash can part them; it moves beside it last."""
-    made = folder / zip_path.name
-    if not made.exists():
-        return False
-    made.replace(zip_path)
-    return True
-
-
-def _aside(target: Path) -> Path:
-    return target.with_name(f".{target.name}.replaced")  # as older versions named it: theirs come back too
