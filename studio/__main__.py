@@ -1,4 +1,4 @@
-"""The command line: python -m studio {data,train,runs,eval,chat,merge} ... (each area adds its own command)."""
+"""The command line: python -m studio {data,train,runs,eval,chat,merge,export} ... (each area adds its commands)."""
 from __future__ import annotations
 
 import argparse
@@ -7,7 +7,8 @@ import sys
 
 # command -> the module whose register(subparsers) adds it and sets args.func(args) -> exit code
 COMMANDS = {"data": "studio.data.cli", "train": "studio.training.cli", "runs": "studio.runs_cli",
-            "eval": "studio.evaluation.cli", "chat": "studio.inference.cli", "merge": "studio.export.cli"}
+            "eval": "studio.evaluation.cli", "chat": "studio.inference.cli", "merge": "studio.export.cli",
+            "export": "studio.export.cli"}
 
 
 def build_parser(only: str | None = None) -> argparse.ArgumentParser:
@@ -15,9 +16,9 @@ def build_parser(only: str | None = None) -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="python -m studio", description="LoRA Studio from the command line.")
     parser.add_argument("--workspace", help="the workspace folder (default: ./workspace)")
     commands = parser.add_subparsers(dest="command", required=True)
-    for command, module in COMMANDS.items():
-        if only in (None, command):
-            importlib.import_module(module).register(commands)
+    # a module adds all its commands at once: each is registered once, however many commands it has
+    for module in dict.fromkeys(m for command, m in COMMANDS.items() if only in (None, command)):
+        importlib.import_module(module).register(commands)
     return parser
 
 

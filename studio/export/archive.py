@@ -15,7 +15,7 @@ from .checks import require_adapter, require_free_space, space_needed
 Progress = Callable[[float, str], None]
 
 # Weights barely compress and take long to deflate; text files (tokenizer, card) shrink well.
-_STORED_SUFFIXES = (".safetensors", ".bin", ".pt", ".png")
+_STORED_SUFFIXES = (".safetensors", ".gguf", ".bin", ".pt", ".png")
 
 
 def export_folder(workspace: Workspace, run: Run) -> Path:

@@ -1,4 +1,5 @@
-"""The model card (README.md) of a merged model: what it is, how it was trained, the merge check, how to load it."""
+"""The model card (README.md) of an export, a merged model or a GGUF file: what it is, how it was trained, how it
+was checked, how to run it."""
 from __future__ import annotations
 
 import shutil
@@ -9,6 +10,7 @@ from ..models import EMBEDDED, EMBEDDED_LABEL, EMBEDDED_NAME
 from ..runs import Run
 from ..workspace import Workspace, write_atomic
 from .dataset import dataset_report
+from .gguf_check import GgufCheck
 from .verify import MergeCheck
 
 CURVES = "curves.png"
@@ -54,12 +56,24 @@ print(tokenizer.decode(output[0][inputs["input_ids"].shape[1]:], skip_special_to
 def write_card(folder: Path, run: Run, workspace: Workspace, check: MergeCheck, base_dtype: str) -> Path:
     """Write README.md into the merged model folder (copying the run's curves beside it) and return its path.
     base_dtype: the dtype the base model is stored in."""
+    return _write(folder, run, lambda files: render_card(run, workspace, check, base_dtype, files))
+
+
+def write_gguf_card(folder: Path, run: Run, workspace: Workspace, check: GgufCheck, gguf_name: str,
+                    system: str | None) -> Path:
+    """Write README.md beside a GGUF file and its Modelfile (with the run's curves) and return its path.
+    system: the system prompt the Modelfile sets, if any."""
+    return _write(folder, run, lambda files: render_gguf_card(run, workspace, check, gguf_name, system, files))
+
+
+def _write(folder: Path, run: Run, render) -> Path:
+    """README.md, rendered by render(files) with the names of every file the folder will hold."""
     folder = Path(folder)
     if run.curves_path.exists():
         shutil.copyfile(run.curves_path, folder / CURVES)
     path = folder / "README.md"
-    write_atomic(path, render_card(run, workspace, check, base_dtype, files=sorted(
-        {p.relative_to(folder).as_posix() for p in folder.rglob("*") if p.is_file()} | {path.name})))
+    write_atomic(path, render(sorted({p.relative_to(folder).as_posix() for p in folder.rglob("*") if p.is_file()}
+                                     | {path.name})))
     return path
 
 
@@ -86,19 +100,7 @@ def render_card(run: Run, workspace: Workspace, check: MergeCheck, base_dtype: s
         lines += [f"The weights are in {check.dtype}, as the base model's are.", ""]
     else:
         lines += [f"The weights are in {check.dtype}, 16 bits each; the base model is stored in {base_dtype}.", ""]
-    lines += ["## Training data", "", f"- Dataset: `{config.dataset}`" + _dataset_size(workspace, config.dataset),
-              "", "## Settings", "", "| setting | value |", "| --- | --- |"]
-    for name, label in _SETTINGS:
-        value = getattr(config, name)
-        lines.append(f"| {label} | {', '.join(value) if isinstance(value, list) else value} |")
-    if config.method == "dpo":
-        lines.append(f"| DPO beta | {config.beta} |")
-        if config.start_from:
-            lines.append(f"| Went on from the adapter of | {config.start_from} |")
-    lines += ["", "## Results", ""] + _losses(run.metrics())
-    if CURVES in files:
-        lines += ["", f"![Training curves: loss, learning rate and memory]({CURVES})"]
-    lines += ["", "## Did it work? The report card", ""] + _report_card(read_card(run))
+    lines += _how_it_was_trained(run, workspace, files)
     lines += [
         "", "## Merge check", "",
         f"The merged model and base + adapter read the same {_texts(check)} ({check.positions} token positions, "
@@ -115,6 +117,86 @@ def render_card(run: Run, workspace: Workspace, check: MergeCheck, base_dtype: s
     ]
     lines += [f"- `{name}`" for name in files]
     return "\n".join(lines) + "\n"
+
+
+def _how_it_was_trained(run: Run, workspace: Workspace, files: list[str]) -> list[str]:
+    """The data, the settings, the losses and the report card: the same in every export's card."""
+    config = run.config
+    lines = ["## Training data", "", f"- Dataset: `{config.dataset}`" + _dataset_size(workspace, config.dataset),
+             "", "## Settings", "", "| setting | value |", "| --- | --- |"]
+    for name, label in _SETTINGS:
+        value = getattr(config, name)
+        lines.append(f"| {label} | {', '.join(value) if isinstance(value, list) else value} |")
+    if config.method == "dpo":
+        lines.append(f"| DPO beta | {config.beta} |")
+        if config.start_from:
+            lines.append(f"| Went on from the adapter of | {config.start_from} |")
+    lines += ["", "## Results", ""] + _losses(run.metrics())
+    if CURVES in files:
+        lines += ["", f"![Training curves: loss, learning rate and memory]({CURVES})"]
+    return lines + ["", "## Did it work? The report card", ""] + _report_card(read_card(run))
+
+
+def render_gguf_card(run: Run, workspace: Workspace, check: GgufCheck, gguf_name: str, system: str | None,
+                     files: list[str]) -> str:
+    config = run.config
+    base = _base_label(config.model)
+    title = run.status().get("name") or run.id
+    lines = []
+    if _is_hub_id(config.model):
+        lines += ["---", f"base_model: {config.model}", "tags: [lora, gguf, llama.cpp, lora-studio]", "---", ""]
+    quantised = check.quant not in ("f16", "bf16")
+    lines += [
+        f"# {title}: {base} fine-tuned with LoRA, as GGUF ({check.quant})", "",
+        f"This is **{base}** with a LoRA adapter (run `{run.id}`, trained in LoRA Studio) merged into its weights, "
+        "converted to GGUF by llama.cpp's own converter" + (f" and quantised to {check.quant} by llama.cpp's "
+                                                            "quantizer" if quantised else f", in {check.quant}")
+        + ". It runs in llama.cpp, Ollama and LM Studio.", ""]
+    if check.quant == "q4_k_m":
+        lines += ["llama.cpp picks a type per tensor: a tensor whose rows do not split into the 256-value blocks of "
+                  "the k-quants (as in models 576 wide) gets a close type that fits, such as q5_0, so the file can be "
+                  "larger than q4_k_m's name suggests.", ""]
+    lines += [
+        "## Checked by llama.cpp", "",
+        f"Before this file was offered, llama.cpp loaded it and read {check.positions} token positions of validation "
+        "text beside the merged model it was made from:", "",
+        "| measure | value |", "| --- | --- |",
+        f"| Same next token as the merged model | {check.agreement:.1%} (at least {check.floor:.0%} is asked of "
+        f"{check.quant}) |",
+        f"| llama.cpp splits text into the model tokenizer's tokens | {_yes(check.same_tokens)} |",
+        f"| The chat template stored in the file lays a conversation out as the model's own | "
+        f"{_yes(check.chat_template, none='the model has no chat template')} |",
+        "| The Modelfile's TEMPLATE does too, as Ollama tokenizes it | " + (
+            "yes" if check.modelfile_template else "no TEMPLATE could say it, so the Modelfile has none: Ollama "
+            "takes the chat template stored in the file") + " |",
+        "", f"**{check.verdict}**", "",
+        "A held-out prompt, answered by both (greedy decoding):", "",
+        "| prompt | merged model | this file, in llama.cpp |", "| --- | --- | --- |",
+        "| " + " | ".join(_cell(t) for t in (check.prompt, check.merged_answer, check.answer)) + " |", "",
+        "## How to run it", "", "### Ollama", "",
+              "In this folder (the `Modelfile` names the file, the chat template and the tokens that end an answer"
+              + (", and sets the system prompt the training data used" if system else "") + "):", "",
+              "```bash", "ollama create my-model -f Modelfile", "ollama run my-model", "```", "",
+              "### LM Studio", "",
+              f"`lms import {gguf_name}` (or copy the file into a folder under LM Studio's models folder, "
+              "`~/.lmstudio/models/<publisher>/<name>/`), then pick it in the Chat tab. LM Studio reads the chat "
+              "template stored in the file" + (", but not the Modelfile: set the same system prompt in its chat "
+                                               "settings" if system else "") + ".", "",
+              "### llama.cpp", "",
+              "```bash", f"llama-cli -m {gguf_name} -cnv    # a chat in the terminal, with the stored template",
+              f"llama-server -m {gguf_name} --jinja    # an OpenAI-compatible server on port 8080", "```", "",
+              "With Python, `pip install llama-cpp-python`:", "",
+              "```python", "from llama_cpp import Llama", "",
+              f'llm = Llama("{gguf_name}", n_ctx=4096)',
+              'reply = llm.create_chat_completion([{"role": "user", "content": "Hello! What can you do?"}])',
+              'print(reply["choices"][0]["message"]["content"])', "```", ""]
+    lines += _how_it_was_trained(run, workspace, files)
+    lines += ["", "## Files", ""] + [f"- `{name}`" for name in files]
+    return "\n".join(lines) + "\n"
+
+
+def _yes(value: bool | None, none: str = "") -> str:
+    return none if value is None else "yes" if value else "**no**"
 
 
 def _texts(check: MergeCheck) -> str:

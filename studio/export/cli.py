@@ -1,4 +1,5 @@
-"""python -m studio merge RUN [--out DIR] [--zip]: the Export tab's merge, from the command line."""
+"""python -m studio merge RUN [--out DIR] [--zip] and python -m studio export RUN --format gguf --quant Q [--out DIR]
+[--zip]: the Export tab, from the command line."""
 from __future__ import annotations
 
 import argparse
@@ -7,6 +8,7 @@ import sys
 from ..runs import run_folder_or_id
 from ..workspace import Workspace
 from .checks import ExportError, human_size
+from .gguf import QUANTS, export_gguf
 from .merge import merge_run
 
 
@@ -23,6 +25,23 @@ def register(subparsers) -> None:
                         help="where to save the merged model (default: workspace/exports/<run-id>/merged)")
     parser.add_argument("--zip", action="store_true", help="also write <run-id>-merged.zip next to the folder")
     parser.set_defaults(func=run_merge)
+
+    parser = subparsers.add_parser(
+        "export", help="export a run for llama.cpp, Ollama and LM Studio (GGUF)",
+        description="Merge the run's adapter (or reuse its checked merged model), convert it to GGUF with llama.cpp's "
+                    "converter, quantise it with llama.cpp's quantizer, and check the file in llama.cpp against the "
+                    "merged model before writing it with an Ollama Modelfile and a model card. "
+                    "Exit status: 0 done, 1 the GGUF check failed (that file is saved beside as DIR-failed-check; an "
+                    "earlier export in DIR stays as it was), 2 nothing saved (the reason is printed).")
+    parser.add_argument("run", metavar="RUN", help="a run folder (it holds run.yaml) or a run id in the workspace")
+    parser.add_argument("--format", choices=["gguf"], default="gguf", help="the file format (gguf)")
+    parser.add_argument("--quant", choices=[*QUANTS, "f16", "bf16"], default="q4_k_m",
+                        help="q4_k_m (laptops and CPUs), q8_0 (nearly lossless), 16-bit (the model's own bf16 or "
+                             "f16), or f16 / bf16 by name (default: q4_k_m)")
+    parser.add_argument("--out", metavar="DIR",
+                        help="where to save it (default: workspace/exports/<run-id>/gguf-<quant>)")
+    parser.add_argument("--zip", action="store_true", help="also write <run-id>-<quant>-gguf.zip next to the folder")
+    parser.set_defaults(func=run_export)
 
 
 def run_merge(args: argparse.Namespace) -> int:
@@ -42,6 +61,28 @@ def run_merge(args: argparse.Namespace) -> int:
         if result.earlier_zip:
             print(f"Kept:         {result.earlier_zip} (an earlier export, which passed its check)")
         print("error: the merge check failed; the files were saved, but use the adapter instead", file=sys.stderr)
+        return 1
+    return 0
+
+
+def run_export(args: argparse.Namespace) -> int:
+    try:
+        workspace = Workspace.at(getattr(args, "workspace", None))
+        result = export_gguf(run_folder_or_id(workspace, args.run), args.quant, args.out, workspace=workspace,
+                             make_zip=args.zip, progress=_print_progress)
+    except (ExportError, ValueError, OSError) as e:
+        print(f"error: {' '.join(str(e).split())}", file=sys.stderr)
+        return 2
+    print(f"GGUF check:   {result.check.verdict}")
+    print(f"GGUF file:    {result.gguf_path} ({human_size(result.size_bytes)})")
+    print(f"Modelfile:    {result.folder / 'Modelfile'}")
+    print(f"Model card:   {result.card_path}")
+    if result.zip_path:
+        print(f"Zip:          {result.zip_path}")
+    if not result.check.ok:
+        if result.earlier_zip:
+            print(f"Kept:         {result.earlier_zip} (an earlier export, which passed its check)")
+        print("error: the GGUF check failed; the file was saved for a look, but is not offered", file=sys.stderr)
         return 1
     return 0
 

@@ -3,6 +3,7 @@ for the merge check. A dataset given as a plain data file has neither, and the e
 from __future__ import annotations
 
 import json
+from collections import Counter
 from pathlib import Path
 
 from ..data import pair_conversations
@@ -45,3 +46,36 @@ def first_examples(workspace: Workspace, spec: str, limit: int) -> list[dict]:
             if isinstance(record, dict) and ("messages" in record or isinstance(record.get("text"), str)):
                 examples.append(record)
     return examples
+
+
+def held_out_examples(workspace: Workspace, config) -> list:
+    """The examples the run's report card answers (those it held out, else its first training examples); none when
+    its data cannot be read any more."""
+    from ..data import load_records
+    from ..evaluation.report_card import choose_examples
+
+    try:
+        records, _ = load_records(config.dataset, workspace)
+    except (ValueError, OSError):  # a dataset deleted or moved since training: the fixed texts do instead
+        return []
+    return choose_examples(records, config.val_fraction, config.seed, other_data=False)[1]
+
+
+def system_prompt(workspace: Workspace, spec: str) -> str | None:
+    """The system prompt the dataset trained with: the one that opens at least half of its conversations."""
+    folder = dataset_folder(workspace, spec)
+    if folder is None:
+        return None
+    openings, conversations = Counter(), 0
+    with open(folder / RECORDS, encoding="utf-8") as f:
+        for line in f:
+            try:
+                messages = json.loads(line).get("messages")
+            except (ValueError, AttributeError):
+                continue
+            if isinstance(messages, list) and messages:
+                conversations += 1
+                if isinstance(messages[0], dict) and messages[0].get("role") == "system":
+                    openings[messages[0].get("content") or ""] += 1
+    prompt, count = (openings.most_common(1) or [(None, 0)])[0]
+    return prompt if prompt and count * 2 >= conversations else None

@@ -57,9 +57,11 @@ class GenerationSettings:
 
 @dataclass
 class Row:
-    """One answer to generate: which adapter (a folder; None for the base model) and the conversation."""
+    """One answer to generate: which adapter (a folder; None for the base model) and the conversation; or, with
+    gguf (an exported .gguf file), llama.cpp running that file instead of the pool's model."""
     adapter: str | None
     messages: list[dict]
+    gguf: str | None = None
 
 
 @dataclass
@@ -75,6 +77,7 @@ class Answer:
     waited_s: float  # time spent waiting for a free generation slot
     finish: str  # "end": the model ended its answer; "length": max_new_tokens reached; "stopped": stop pressed
     warning: str = ""
+    gguf: str | None = None  # the GGUF file llama.cpp answered with, if it was one
 
     def to_dict(self) -> dict:
         return {k: round(v, 4) if isinstance(v, float) else v for k, v in asdict(self).items()}
@@ -174,8 +177,19 @@ class ChatStream:
 
     def _work(self) -> None:
         try:
-            with self._pool.session(self._model_path, self._quantization, [r.adapter for r in self.rows]) as session:
-                self._generate(session)
+            answers = {}
+            pooled = [i for i, row in enumerate(self.rows) if row.gguf is None]
+            if pooled:
+                with self._pool.session(self._model_path, self._quantization,
+                                        [self.rows[i].adapter for i in pooled]) as session:
+                    answers.update(zip(pooled, self._generate(session, pooled)))
+            for i, row in enumerate(self.rows):  # after the pool's batch, which is the quicker on a GPU
+                if row.gguf is not None:
+                    from .gguf import gguf_answer
+
+                    answers[i] = gguf_answer(row.gguf, row.messages, self.settings, self.stop_event,
+                                             lambda text, i=i: self._pieces.put((i, text)), self._requested)
+            self.answers = [answers[i] for i in range(len(self.rows))]
         except torch.OutOfMemoryError:
             self._error = ChatError(Message(
                 "The GPU ran out of memory for this answer. Ask for a shorter answer, choose 4bit precision, untick "
@@ -186,22 +200,23 @@ class ChatStream:
         finally:
             self._pieces.put(_DONE)
 
-    def _generate(self, session) -> None:
+    def _generate(self, session, rows: list[int]) -> list[Answer]:
+        """One batch for the rows numbered `rows`, streamed under their numbers; their Answers."""
         tokenizer, model = session.base.tokenizer, session.base.model
         # The template writes the special tokens itself; adding them again would double them.
-        ids = [tokenizer(render(tokenizer, r.messages), add_special_tokens=False)["input_ids"] for r in self.rows]
+        ids = [tokenizer(render(tokenizer, self.rows[i].messages), add_special_tokens=False)["input_ids"]
+               for i in rows]
         batch = tokenizer.pad({"input_ids": ids}, padding=True, padding_side="left", return_tensors="pt")
         batch = batch.to(model.device)
         ends = eos_ids(model, tokenizer)
         clock = _StopAndClock(self.stop_event)
         with routing.route(session.names):
-            output = model.generate(**batch, streamer=_RowStreamer(tokenizer, len(self.rows), ends, self._pieces),
+            output = model.generate(**batch, streamer=_RowStreamer(tokenizer, rows, ends, self._pieces),
                                     generation_config=self.settings.generation_config(
                                         model.generation_config, ends, tokenizer.pad_token_id),
                                     stopping_criteria=StoppingCriteriaList([clock]))
         new_tokens = output[:, batch["input_ids"].shape[1]:].tolist()
-        self.answers = [self._answer(i, tokens, ends, clock, session, tokenizer)
-                        for i, tokens in enumerate(new_tokens)]
+        return [self._answer(i, tokens, ends, clock, session, tokenizer) for i, tokens in enumerate(new_tokens)]
 
     def _answer(self, i: int, tokens: list[int], eos_ids: list[int], clock, session, tokenizer) -> Answer:
         ended = next((k for k, t in enumerate(tokens) if t in eos_ids), None)
@@ -282,9 +297,9 @@ class _RowStreamer(BaseStreamer):
     the same path: TextIteratorStreamer is TextStreamer with a queue of its own, and the rows of a batch
     need one shared queue to stream side by side."""
 
-    def __init__(self, tokenizer, rows: int, eos_ids: list[int], pieces: queue.Queue):
-        self._rows = [_RowText(tokenizer, i, pieces) for i in range(rows)]
-        self._open = [True] * rows
+    def __init__(self, tokenizer, rows: list[int], eos_ids: list[int], pieces: queue.Queue):
+        self._rows = [_RowText(tokenizer, row, pieces) for row in rows]  # streamed under the ChatStream's numbers
+        self._open = [True] * len(rows)
         self._eos = set(eos_ids)
         self._prompt = True
 

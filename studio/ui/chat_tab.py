@@ -9,6 +9,7 @@ from pathlib import Path
 
 import gradio as gr
 
+from ..export.gguf import offered_ggufs
 from ..inference.adapters import AdapterError, read_adapter
 from ..models import EMBEDDED_LABEL, EMBEDDED_NAME, ModelNotFound, looks_like_hub_id, resolve_model
 from ..runs import find_run, list_runs
@@ -19,15 +20,19 @@ from .train_tab import model_choices
 
 BASE = N_("Base model (no adapter)")  # the choice's value, and its label in English
 UPLOADED = "uploaded:"
+GGUF = "gguf:"  # an exported GGUF file, by its path under the workspace's exports
 UPLOAD_RECORD = "uploaded.json"  # beside an uploaded adapter's files: who uploaded it
 
 
 def adapter_choices(studio: Studio, t: Translator = english) -> list[tuple[str, str]]:
-    """The base model, every run with an adapter, and adapters people uploaded."""
+    """The base model, every run with an adapter, adapters people uploaded, and exported GGUF files."""
     runs = [(t("Run {id}", id=r.id), r.id) for r in list_runs(studio.workspace) if r.has_adapter()]
     uploads = [(t("Uploaded {name}", name=p.name), UPLOADED + p.name) for p in sorted(uploads_dir(studio).iterdir())
                if (p / "adapter_config.json").exists()]
-    return [(t(BASE), BASE)] + runs + uploads
+    ggufs = [(t("Run {id} as GGUF {quant}, in llama.cpp", id=run_id, quant=quant),
+              GGUF + path.relative_to(studio.workspace.exports).as_posix())
+             for run_id, quant, path in offered_ggufs(studio.workspace)]
+    return [(t(BASE), BASE)] + runs + uploads + ggufs
 
 
 def uploads_dir(studio: Studio) -> Path:
@@ -37,17 +42,33 @@ def uploads_dir(studio: Studio) -> Path:
 
 
 def adapter_folder(studio: Studio, choice: str | None) -> str | None:
-    if not choice or choice == BASE:
+    if not choice or choice == BASE or choice.startswith(GGUF):
         return None
     if choice.startswith(UPLOADED):
         return str(studio.workspace.inside(uploads_dir(studio) / safe_name(choice[len(UPLOADED):])))
     return str(find_run(studio.workspace, choice).adapter_dir)
 
 
+def gguf_file(studio: Studio, choice: str | None) -> str | None:
+    """The exported GGUF file a choice names; None for the other choices."""
+    if not choice or not choice.startswith(GGUF):
+        return None
+    return str(studio.workspace.inside(studio.workspace.exports / choice[len(GGUF):]))
+
+
+def row(studio: Studio, choice: str | None, text: str, history: list[dict], system: str):
+    """What one side answers with: the pool's model with an adapter (or none), or llama.cpp with a GGUF file."""
+    from ..inference import Row, conversation
+
+    return Row(adapter_folder(studio, choice), conversation(text, history, system), gguf_file(studio, choice))
+
+
 def base_model_of(studio: Studio, choice: str | None) -> str | None:
     """The model a run was trained on (or an uploaded adapter says it was), as the model picker shows it."""
     if not choice or choice == BASE:
         return None
+    if choice.startswith(GGUF):  # exports/<run-id>/gguf-<type>/<file>: the run's base
+        choice = choice[len(GGUF):].split("/", 1)[0]
     if choice.startswith(UPLOADED):
         try:
             return _loadable_here(read_adapter(adapter_folder(studio, choice)).base_model)
@@ -137,7 +158,9 @@ def too_big(name: str, size: int, limit_mb: float, t: Translator) -> str:
 
 
 def stats_line(answer, t: Translator = english) -> str:
-    if answer.adapter is None:
+    if answer.gguf:
+        swap = t(" · llama.cpp, {file}", file=Path(answer.gguf).name)
+    elif answer.adapter is None:
         swap = ""
     elif answer.adapter_cached:
         swap = t(" · adapter already loaded")
@@ -164,8 +187,7 @@ class StopButtons:
 
 
 def build(studio: Studio, labels: Labels):
-    from ..inference import QUANTIZATIONS, ChatError, GenerationSettings, compare
-    from ..inference import chat as chat_once
+    from ..inference import QUANTIZATIONS, ChatError, ChatStream, GenerationSettings
 
     stops = StopButtons()
     add = labels.add
@@ -238,15 +260,9 @@ def build(studio: Studio, labels: Labels):
             path = resolve_model(model_choice, studio.workspace, progress=lambda _m: None)
             settings = GenerationSettings(float(temp), float(topp), int(max_tokens), float(rep))
             event = stops.fresh(request.session_hash if request else "local")
-            if both:
-                stream = compare(studio.pool, path, text, left=adapter_folder(studio, left_choice),
-                                 right=adapter_folder(studio, right_choice), left_history=left_history,
-                                 right_history=right_history, system=system_prompt, settings=settings,
-                                 quantization=quant, stop_event=event)
-            else:
-                stream = chat_once(studio.pool, path, text, adapter=adapter_folder(studio, right_choice),
-                                   history=right_history, system=system_prompt, settings=settings,
-                                   quantization=quant, stop_event=event)
+            sides = ([row(studio, left_choice, text, left_history, system_prompt)] if both else []) + \
+                [row(studio, right_choice, text, right_history, system_prompt)]
+            stream = ChatStream(studio.pool, path, sides, settings, quant, event)
         except (ChatError, ModelNotFound, ValueError, FileNotFoundError) as e:
             yield left_history, right_history, "", f"❌ {t.message(e)}", text
             return
