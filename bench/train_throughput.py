@@ -11,6 +11,7 @@ modules and batch size.
     python bench/train_throughput.py --shape llama2-7b     # on the GPU machine
     python bench/train_throughput.py --shape llama2-7b --packed-only --packed-batches 4,8   # packed MFU only
     python bench/train_throughput.py --shape tiny --steps 4 --warmup 1   # a smoke run on the CPU
+    python bench/train_throughput.py --shape llama2-7b --method dpo   # preference tuning (DPO) next to SFT
 """
 from __future__ import annotations
 
@@ -159,7 +160,9 @@ def run_studio(model_dir, data, args, extra_callbacks=(), **overrides) -> dict:
                                    max_steps=args.steps, gradient_checkpointing="auto", optimizer="adamw_torch",
                                    val_fraction=0.0, seed=args.seed, warmup_ratio=0.0, save_steps=10**6,
                                    logging_steps=1000), **overrides}).validate()
-    dataset = Dataset.from_list([{"input_ids": ids, "assistant_masks": [1] * len(ids)} for ids in data])
+    # token id lists for SFT; for DPO, pairs as studio.data.tokenize_pair makes them
+    rows = data if config.method == "dpo" else [{"input_ids": ids, "assistant_masks": [1] * len(ids)} for ids in data]
+    dataset = Dataset.from_list(rows)
     watch = Stopwatch(args.warmup)
     trainer = build_trainer(config, str(model_dir), AutoTokenizer.from_pretrained(model_dir), dataset, None,
                             tempfile.mkdtemp(), [watch.callback, *extra_callbacks])
@@ -306,6 +309,33 @@ def compare_recipes(model_dir, data, vocab: int, args) -> dict:
     return result
 
 
+def preference_pairs(data: list[list[int]], vocab: int, seed: int) -> list[dict]:
+    """Each sequence as a preference pair: its first third the prompt, the rest the chosen answer, and a rejected
+    answer of random ids as long as another sequence's answer."""
+    rng = random.Random(seed + 2)
+    answers = [len(ids) - len(ids) // 3 for ids in data]
+    rng.shuffle(answers)
+    return [{"prompt_ids": ids[:len(ids) // 3], "chosen_ids": ids[len(ids) // 3:],
+             "rejected_ids": [rng.randrange(2, vocab) for _ in range(n)]} for ids, n in zip(data, answers)]
+
+
+def dpo_next_to_sft(model_dir, data, vocab: int, args) -> dict:
+    """Preference tuning (DPO) next to supervised training, both as the engine runs them, at the same batch size:
+    SFT on each pair's prompt and chosen answer, DPO on the pairs. A DPO step takes both answers of every pair
+    (padded to the batch's longest: trl has no padding-free DPO) and a forward pass of the reference (the adapter
+    switched off). Tokens a second count the real tokens each trains on, so DPO's count both answers."""
+    pairs = preference_pairs(data, vocab, args.seed)
+    sft = run_studio(model_dir, [p["prompt_ids"] + p["chosen_ids"] for p in pairs], args)
+    print("LoRA Studio, SFT", sft, flush=True)
+    dpo = run_studio(model_dir, pairs, args, method="dpo")
+    print("LoRA Studio, DPO", dpo, flush=True)
+    return {"gpu": torch.cuda.get_device_name() if torch.cuda.is_available() else "cpu", "model_shape": args.shape,
+            "rank": args.rank, "batch": args.batch, "timed_steps": args.steps - args.warmup,
+            "sft_tok_s": sft["tok_s"], "sft_peak_gb": sft["peak_gb"], "sft_checkpointing": sft["checkpointing"],
+            "dpo_tok_s": dpo["tok_s"], "dpo_peak_gb": dpo["peak_gb"], "dpo_checkpointing": dpo["checkpointing"],
+            "dpo_vs_sft": round(dpo["tok_s"] / sft["tok_s"], 3), "torch": torch.__version__}
+
+
 def low_vram_peak(model_dir, vocab: int, args) -> float | None:
     """Peak memory of the low-vram-16gb preset at full 2,048-token context, batch 1."""
     from studio.config import load_presets
@@ -339,6 +369,8 @@ def main(argv: list[str] | None = None) -> dict:
     parser.add_argument("--skip-checkpointing-on", action="store_true",
                         help="leave out the engine's run with gradient checkpointing forced on")
     parser.add_argument("--low-vram-only", action="store_true", help="measure only the low-vram preset's peak")
+    parser.add_argument("--method", choices=("sft", "dpo"), default="sft",
+                        help="dpo: measure preference tuning next to the engine's SFT, and nothing else")
     parser.add_argument("--out", default=str(Path(__file__).parent / "results" / "train_throughput.json"))
     args = parser.parse_args(argv)
 
@@ -356,6 +388,10 @@ def main(argv: list[str] | None = None) -> dict:
         out.parent.mkdir(parents=True, exist_ok=True)
         out.write_text(json.dumps(results, indent=2) + "\n")
 
+    if args.method == "dpo":
+        save(dpo=dpo_next_to_sft(model_dir, data, vocab, args))
+        print(json.dumps(result["dpo"], indent=2))
+        return result
     if not (args.low_vram_only or args.packed_only):
         save(**compare_recipes(model_dir, data, vocab, args))
     if args.packed_batches and not args.low_vram_only:
