@@ -113,8 +113,11 @@ class MemorySampler:
             append_jsonl(self.path, {"event": "no-gpu", "time": time.time(),
                                      "message": "No NVIDIA GPU here: recording the training process's memory instead."})
         while not self._stop.is_set():
-            for sample in (self._gpu_samples(nvml) if nvml else [self._process_sample()]):
-                append_jsonl(self.path, sample)
+            try:
+                for sample in (self._gpu_samples(nvml) if nvml else [self._process_sample()]):
+                    append_jsonl(self.path, sample)
+            except FileNotFoundError:  # the run was deleted as its process ended: nobody left to record for
+                return
             self._stop.wait(self.every)
 
     def _process_sample(self) -> dict:

@@ -199,3 +199,24 @@ def test_the_evaluation_child_is_the_plain_cli(workspace):
     assert eval_command(workspace, run, None)[1:] == ["-m", "studio", "--workspace", str(workspace.root), "eval",
                                                       str(run.path)]
     assert eval_command(workspace, run, "more")[-2:] == ["--data", "more"]
+
+
+def test_the_memory_sampler_ends_quietly_when_its_run_is_deleted(tmp_path, monkeypatch):
+    """A finished run can be deleted in the second before its sampler stops: the sampler ends, it does not crash."""
+    import shutil
+    import threading
+    import time
+
+    from studio.gpu import MemorySampler
+
+    crashed = []
+    monkeypatch.setattr(threading, "excepthook", crashed.append)
+    folder = tmp_path / "run"
+    folder.mkdir()
+    sampler = MemorySampler(folder / "gpu.jsonl", os.getpid(), every=0.02).start()
+    while not (folder / "gpu.jsonl").exists():
+        time.sleep(0.01)
+    shutil.rmtree(folder)
+    time.sleep(0.3)
+    sampler.stop()
+    assert not crashed and not folder.exists()
