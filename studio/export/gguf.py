@@ -70,8 +70,17 @@ class GgufResult:
     earlier_zip: Path | None = None  # a file that fails its check replaces nothing: the earlier zip still offered
 
 
-def expected_size(parameters: int, quant: str) -> int:
-    return int(parameters * QUANTS[quant][0] / 8)
+def expected_size(base: str, quant: str) -> int:
+    """About how large the GGUF file of a base model (a folder) will be. The k-quants store rows in blocks of 256
+    values; where the model's width is not a multiple of 256 (SmolLM2-135M: 576) llama.cpp's quantizer falls back to
+    q5_0 and q8_0 for most tensors, and q4_k_m takes about 6.3 bits a weight (bench/results/gguf_export.json)."""
+    from transformers import AutoConfig
+
+    bits = QUANTS[quant][0]
+    if quant == "q4_k_m" and getattr(AutoConfig.from_pretrained(base, trust_remote_code=allow_remote_code()),
+                                     "hidden_size", 0) % 256:
+        bits = 6.3
+    return int(base_parameters(base) * bits / 8)
 
 
 @functools.cache
@@ -128,7 +137,7 @@ def export_gguf(run: Run, quant: str = "q4_k_m", out_dir: str | Path | None = No
     parameters = base_parameters(base)
     merged = _fresh_merge(run, workspace)
     sixteen = parameters * 2
-    quantised = expected_size(parameters, quant) if quant in _FTYPES else 0
+    quantised = expected_size(base, quant) if quant in _FTYPES else 0
     # the merged model (unless there is one), the 16-bit file, the quantised one, and the zip of what is offered
     needed = space_needed((0 if merged else sixteen) + sixteen + quantised + ((quantised or sixteen) if make_zip else 0),
                           copies=1)

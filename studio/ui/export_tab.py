@@ -5,7 +5,7 @@ from __future__ import annotations
 import gradio as gr
 
 from ..export import ExportError, export_adapter, merge_run
-from ..export.checks import base_parameters, human_size
+from ..export.checks import human_size
 from ..export.gguf import QUANTS, expected_size, export_gguf, require_gguf_support
 from ..models import ModelNotFound, resolve_model
 from ..runs import ACTIVE, find_run, list_runs
@@ -61,7 +61,7 @@ def gguf_plan(studio: Studio, run_id: str | None, quant: str, t: Translator = en
         base = resolve_model(find_run(studio.workspace, run_id).config.model, studio.workspace,
                              progress=lambda _m: None)
         require_gguf_support(base)
-        size = expected_size(base_parameters(base), quant)
+        size = expected_size(base, quant)
     except (ExportError, ModelNotFound, ValueError, OSError) as e:
         return f"{advice}\n\n❌ {t.message(e)}"
     return f"{advice} " + t("The file will be about {size}.", size=human_size(size))
@@ -124,7 +124,7 @@ def build(studio: Studio, labels: Labels):
     def on_plan(run_id, picked, request: gr.Request):
         return gguf_plan(studio, run_id, picked, translator(request))
 
-    gr.on([run_pick.change, quant.change], on_plan, [run_pick, quant], plan)
+    gr.on([run_pick.input, quant.change], on_plan, [run_pick, quant], plan, show_progress="hidden")
 
     def on_gguf(run_id, picked, request: gr.Request, progress=gr.Progress()):
         t = translator(request)
