@@ -1,5 +1,5 @@
 """The whole journey on the embedded model: upload pirate chats, train on them, see whether it worked, chat with
-the result, merge it.
+the result, merge it and make a GGUF of it.
 
 In the browser, a logged-in person uploads a dataset and trains a short run on it, watching the charts.
 A pirate-voiced adapter is trained once for the module as a person would start it, with the Chatbot preset and
@@ -54,6 +54,12 @@ def test_the_adapter_speaks_pirate_where_the_base_does_not(pirate_run):
     adapter, base = words(answers["adapter"]), words(answers["base"])
     assert "arr" in adapter and "matey" in adapter, answers  # the words themselves, not "carry" or "arrive"
     assert "arr" not in base and "matey" not in base and "matey" not in answers["base"].lower(), answers
+
+
+def speaks_pirate(text: str) -> bool:
+    """Whether an answer has the data's voice: the base model says none of these words ("mate" too comes only from
+    the adapter, in answers where a quantised file drops the "y")."""
+    return bool({"arr", "matey", "mate", "ahoy", "ye", "yo", "ho"} & set(words(text)))
 
 
 def words(text: str) -> list[str]:
@@ -213,7 +219,9 @@ def test_chat_tab_shows_base_and_adapter_side_by_side(journey_app, page, tmp_pat
     page.screenshot(path=str(tmp_path / "chat.png"), full_page=True)
 
 
-def test_export_tab_merges_and_downloads_the_zip(journey_app, page, tmp_path):
+def test_export_tab_merges_then_makes_a_gguf_that_still_speaks_pirate(journey_app, page, tmp_path):
+    """The merged model's zip, then a q4_k_m GGUF of it (the merge reused): llama.cpp's answer to a held-out prompt,
+    shown on the page, is still the pirate's, and the GGUF zip holds the file, its Modelfile and its card."""
     studio, run = journey_app
     open_logged_in(page, studio.url)
     page.get_by_role("tab", name="4 · Export").click()
@@ -222,10 +230,129 @@ def test_export_tab_merges_and_downloads_the_zip(journey_app, page, tmp_path):
     page.locator("#export-merge").click()
     page.wait_for_selector("#export-result:has-text('matches base + adapter')", timeout=300_000)
     page.screenshot(path=str(tmp_path / "export.png"), full_page=True)
-    with page.expect_download() as download:
-        page.locator("#export-download a").first.click()
-    saved = tmp_path / "merged.zip"
-    download.value.save_as(saved)
-    names = zipfile.ZipFile(saved).namelist()
+    names = downloaded(page, tmp_path / "merged.zip")
     assert any(n.endswith("config.json") for n in names) and any(n.endswith(".safetensors") for n in names)
     assert any(n.endswith("README.md") for n in names) and any(n.endswith("tokenizer.json") for n in names)
+
+    page.wait_for_selector("#export-gguf-plan:has-text('The file will be about')")
+    page.locator("#export-gguf").click()
+    page.wait_for_selector("#export-result:has-text('llama.cpp loads the GGUF file')", timeout=600_000)
+    answered = page.locator("#export-result").inner_text().split("llama.cpp answered:", 1)[1]
+    assert speaks_pirate(answered), answered
+    names = downloaded(page, tmp_path / "gguf.zip")
+    assert {n.split("/", 1)[1] for n in names} >= {f"{run.id}-q4_k_m.gguf", "Modelfile", "README.md"}
+
+
+def downloaded(page, path) -> list[str]:
+    """The names in the zip the Export tab offers, downloaded as a person would."""
+    with page.expect_download() as download:
+        page.locator("#export-download a").first.click()
+    download.value.save_as(path)
+    return zipfile.ZipFile(path).namelist()
+
+
+@pytest.fixture(scope="module")
+def pirate_ggufs(pirate_run):
+    """The pirate adapter as q4_k_m and q8_0 GGUF files, made and checked by llama.cpp (the q4_k_m file is the one
+    the Export tab made, when its test ran first: an export of an unchanged adapter is not made twice)."""
+    from studio.export.gguf import export_gguf
+
+    workspace, run = pirate_run
+    return {quant: export_gguf(run, quant, workspace=workspace) for quant in ("q4_k_m", "q8_0")}
+
+
+@pytest.mark.parametrize("quant", ["q4_k_m", "q8_0"])
+def test_llama_cpp_runs_each_gguf_like_the_merged_model(quant, pirate_ggufs):
+    from llama_cpp import Llama
+
+    from studio.export.gguf_check import FLOORS
+
+    result = pirate_ggufs[quant]
+    check = result.check
+    assert check.ok and check.agreement >= FLOORS[quant] and check.positions >= 200, check.verdict
+    assert check.same_tokens and check.chat_template and check.modelfile_template
+    assert speaks_pirate(check.answer), (check.answer, check.merged_answer)  # a held-out prompt
+    vocabulary = Llama(str(result.gguf_path), vocab_only=True, verbose=False)
+    assert vocabulary.metadata["general.file_type"] == {"q8_0": "7", "q4_k_m": "15"}[quant]  # llama.cpp's own
+    vocabulary.close()
+    modelfile = (result.folder / "Modelfile").read_text().splitlines()
+    assert 'PARAMETER stop "<|im_end|>"' in modelfile and modelfile[1].startswith('TEMPLATE """')
+    assert not any(line.startswith("SYSTEM") for line in modelfile)  # the pirate chats have no system prompt
+    print(f"{quant}: same next token as the merged model at {check.agreement:.1%} of {check.positions} positions; "
+          f"{result.size_bytes / 2**20:.0f} MB")
+
+
+def test_the_gguf_check_fails_a_file_read_beside_another_model(pirate_ggufs, pirate_run, embedded_model_dir):
+    """The check can fail: the pirate q8_0 file read beside the base model, as if the merge had lost the adapter."""
+    from studio.export.dataset import held_out_examples
+    from studio.export.gguf_check import check_gguf
+
+    workspace, run = pirate_run
+    check = check_gguf(pirate_ggufs["q8_0"].gguf_path, embedded_model_dir, "q8_0",
+                       held_out_examples(workspace, run.config), None)
+    assert not check.ok and "picks the merged model's next token at only" in check.verdict, check.verdict
+
+
+def test_the_chat_puts_the_q4_gguf_beside_the_adapter(pirate_ggufs, pirate_run, embedded_model_dir):
+    from studio.inference import ChatStream, GenerationSettings, ModelPool
+    from studio.ui.chat_tab import adapter_choices, row
+    from studio.ui.context import Studio
+
+    workspace, run = pirate_run
+    studio = Studio(workspace, queue=None)
+    choice = dict(adapter_choices(studio))[f"Run {run.id} as GGUF q4_k_m, in llama.cpp"]
+    stream = ChatStream(ModelPool(max_bases=1), str(embedded_model_dir),
+                        [row(studio, run.id, UNSEEN, [], ""), row(studio, choice, UNSEEN, [], "")],
+                        GenerationSettings(temperature=0, max_new_tokens=24))
+    streamed = ["", ""]
+    for deltas in stream:
+        streamed = [a + b for a, b in zip(streamed, deltas)]
+    adapter, gguf = stream.answers
+    assert adapter.gguf is None and gguf.gguf == str(pirate_ggufs["q4_k_m"].gguf_path) and gguf.tokens > 0
+    assert speaks_pirate(adapter.text) and speaks_pirate(gguf.text), (adapter.text, gguf.text)
+    assert streamed[1].strip() == gguf.text
+
+
+def test_a_preference_run_goes_on_from_the_pirate_adapter_with_live_charts(journey_app, page, tmp_path):
+    """The usual order, supervised then DPO: the Train tab offers the finished pirate run to start from. DPO then
+    measures against that adapter, not the base model: at the first step, before any update, the margin is 0."""
+    import yaml
+    from safetensors.torch import load_file
+
+    studio, run = journey_app
+    pairs = tmp_path / "rated.jsonl"
+    pairs.write_text("".join(json.dumps({"prompt": f"What is {i} plus {i}?", "chosen": f"Arr, {2 * i} it be!",
+                                         "rejected": f"It is {2 * i}."}) + "\n" for i in range(8)))
+    save_dataset(studio.workspace, "rated", pairs, inspect_file(pairs))
+    open_logged_in(page, studio.url)
+    page.get_by_role("tab", name="2 · Train").click()
+    for box, value in (("#train-dataset", "rated"), ("#train-preset", "Preference (DPO)")):
+        page.locator(f"{box} input").fill(value)
+        page.locator(f"{box} input").press("Enter")
+    page.locator("#train-start-from input").fill(run.id)  # shown for the preference method only
+    page.locator("#train-start-from input").press("Enter")
+    page.get_by_text("Advanced settings", exact=True).click()  # the plan above names them too
+    # Two updates of two pairs, nothing held out: what matters is where it starts and that its charts show
+    for label, value in (("Stop after this many steps (-1: no limit)", "2"),
+                         ("Steps added up per update (gradient accumulation)", "1"),
+                         ("Share held out for validation", "0")):
+        page.get_by_label(label).fill(value)
+        page.get_by_label(label).press("Tab")
+    page.get_by_label("Make a report card when it ends (base vs adapter on held-out prompts)").uncheck()
+    page.get_by_label("Name this run (optional)").fill("dpo")
+    page.locator("#start-training").click()
+    page.wait_for_selector("#train-notice:has-text('dpo')")
+    page.wait_for_selector("#run-progress:has-text('-dpo'):has-text('completed')", timeout=600_000)
+    page.wait_for_function("document.querySelector('#margin-plot canvas, #margin-plot svg') !== null")
+    page.wait_for_function("document.querySelector('#wins-plot canvas, #wins-plot svg') !== null")
+
+    [dpo] = [r for r in studio.queue.workspace.runs.iterdir() if r.name.endswith("-dpo")]
+    config = yaml.safe_load((dpo / "run.yaml").read_text())
+    assert (config["method"], config["start_from"], config["max_steps"], config["val_fraction"]) == \
+        ("dpo", run.id, 2, 0)
+    first = next(json.loads(line) for line in (dpo / "metrics.jsonl").read_text().splitlines() if '"loss"' in line)
+    assert first["reward_margin"] == pytest.approx(0, abs=0.05), first  # against the base it would be far from 0
+    went_on = load_file(dpo / "adapter" / "adapter_model.safetensors")
+    pirate = load_file(run.adapter_dir / "adapter_model.safetensors")
+    assert went_on.keys() == pirate.keys() and any((went_on[k] != pirate[k]).any() for k in pirate)
+    assert not (dpo / "adapter" / "ref").exists()
