@@ -6,7 +6,8 @@ the 7B shape in 4-bit with a rank-16 adapter on all seven projections, greedy de
 eager (as the Chat tab does it) and with transformers' static cache and its compiled forward ("reduce-overhead":
 CUDA graphs), for the base and for the adapter through peft's active adapter. transformers 5.23 turns compilation
 off for bitsandbytes models (its quantizer says "not compileable"); the probe turns it on to see whether it works
-and what it gives. Each variant that fails is recorded with its error rather than stopping the probe.
+and what it gives. Each variant that fails is recorded with its error rather than stopping the probe. On a CPU
+(the tests' smoke run) transformers compiles nothing, so both rows are eager there.
 
     python bench/chat_compiled_probe.py --out bench/results/chat_compiled_probe_h200.json   # on the GPU machine
 """
@@ -36,17 +37,22 @@ def timed_answer(model, ids, new_tokens: int, **generate_kwargs) -> dict:
             self.times = []
 
         def __call__(self, input_ids, scores, **kwargs):
-            torch.cuda.synchronize()
+            synchronize()
             self.times.append(time.perf_counter())
             return torch.zeros(input_ids.shape[0], dtype=torch.bool, device=input_ids.device)
 
     clock = Clock()
-    torch.cuda.synchronize()
+    synchronize()
     start = time.perf_counter()
     model.generate(**ids, max_new_tokens=new_tokens, min_new_tokens=new_tokens, do_sample=False,
                    stopping_criteria=StoppingCriteriaList([clock]), **generate_kwargs)
     return {"first_token_ms": round(1000 * (clock.times[0] - start), 1),
             "tokens_per_s": round((len(clock.times) - 1) / (clock.times[-1] - clock.times[0]), 1)}
+
+
+def synchronize() -> None:
+    if torch.cuda.is_available():
+        torch.cuda.synchronize()
 
 
 def measure(name: str, model, ids, args, **generate_kwargs) -> dict:
@@ -81,14 +87,14 @@ def main(argv=None) -> dict:
     folder = make_model_dir(args.shape, Path(args.models))
     model = load_base_model(str(folder), "4bit")
     tokenizer = AutoTokenizer.from_pretrained(folder)
-    ids = {"input_ids": torch.randint(2, 30000, (1, 40), device="cuda")}
+    ids = {"input_ids": torch.randint(2, model.config.vocab_size, (1, 40), device=model.device)}
     ids["attention_mask"] = torch.ones_like(ids["input_ids"])
     torch.manual_seed(0)
     model = get_peft_model(model, LoraConfig(r=16, lora_alpha=32, init_lora_weights=False, target_modules=[
         "q_proj", "k_proj", "v_proj", "o_proj", "gate_proj", "up_proj", "down_proj"])).eval()
     pad = {"pad_token_id": tokenizer.pad_token_id or 0}
 
-    results = {"gpu": torch.cuda.get_device_name(), "shape": args.shape, "new_tokens": args.new_tokens,
+    results = {"gpu": torch.cuda.get_device_name() if torch.cuda.is_available() else "cpu", "shape": args.shape, "new_tokens": args.new_tokens,
                "torch": torch.__version__, "date": datetime.date.today().isoformat(),
                "command": "python bench/chat_compiled_probe.py " + " ".join(argv or sys.argv[1:])}
     with model.disable_adapter():
@@ -96,13 +102,18 @@ def main(argv=None) -> dict:
     results["eager_adapter"] = measure("eager, adapter", model, ids, args, **pad)
 
     # transformers says bitsandbytes models are not compileable; say they are, to see
-    quantizer = model.base_model.model.hf_quantizer
-    type(quantizer).is_compileable = property(lambda self: True)
+    quantizer = type(model.base_model.model.hf_quantizer)
+    refused = quantizer.is_compileable
+    quantizer.is_compileable = property(lambda self: True)
     static = {"cache_implementation": "static", **pad}
-    with model.disable_adapter():
-        results["compiled_base"] = measure("static cache + compiled, base", model, ids, args, **static)
-    results["compiled_adapter"] = measure("static cache + compiled, adapter", model, ids, args, **static)
-    results["peak_gb"] = round(torch.cuda.max_memory_allocated() / 2**30, 2)
+    try:
+        with model.disable_adapter():
+            results["compiled_base"] = measure("static cache + compiled, base", model, ids, args, **static)
+        results["compiled_adapter"] = measure("static cache + compiled, adapter", model, ids, args, **static)
+    finally:
+        quantizer.is_compileable = refused
+    if torch.cuda.is_available():
+        results["peak_gb"] = round(torch.cuda.max_memory_allocated() / 2**30, 2)
     Path(args.out).parent.mkdir(parents=True, exist_ok=True)
     Path(args.out).write_text(json.dumps(results, indent=2) + "\n")
     return results

@@ -38,3 +38,25 @@ def test_throughput_bench_runs_all_three_recipes(models, tmp_path):
         assert tiny[f"{run}_tok_s"] > 0
     assert tiny["trl_best_attention"] == "sdpa" and not tiny["trl_best_liger"]  # no flash-attn, no Liger on a CPU
     assert json.loads(out.read_text())["tiny"]["studio_vs_trl_best"] == tiny["studio_vs_trl_best"]
+
+
+def test_throughput_bench_measures_preference_tuning_next_to_sft(models, tmp_path):
+    from bench.train_throughput import main
+
+    out = tmp_path / "dpo.json"
+    tiny = main(["--shape", "tiny", "--steps", "2", "--warmup", "1", "--batch", "2", "--max-length", "64",
+                 "--method", "dpo", "--models", str(models), "--out", str(out)])["dpo"]
+    assert tiny["sft_tok_s"] > 0 and tiny["dpo_tok_s"] > 0
+    assert tiny["dpo_vs_sft"] == round(tiny["dpo_tok_s"] / tiny["sft_tok_s"], 3)
+    assert json.loads(out.read_text())["tiny"]["dpo"] == tiny
+
+
+def test_compiled_chat_probe_times_every_variant(models, tmp_path):
+    from bench.chat_compiled_probe import main
+
+    out = tmp_path / "probe.json"
+    result = main(["--shape", "tiny", "--models", str(models), "--new-tokens", "4", "--repeats", "1",
+                   "--out", str(out)])
+    for variant in ("eager_base", "eager_adapter", "compiled_base", "compiled_adapter"):
+        assert result[variant].get("tokens_per_s", 0) > 0, result[variant]  # an error would be recorded instead
+    assert json.loads(out.read_text()) == result
