@@ -2,10 +2,11 @@
 datasets of 16, 100 and 1,000 rows, through the job queue as the Train tab starts them, report card included;
 and whether they worked: each run's report card against a run of the preset's own values on 16 rows.
 
-Each size runs in full up to --max-updates updates (a 1,000-row run makes hundreds: hours on two CPU cores);
-beyond that the total is its measured start-up + updates x the measured time an update + the report card, and
-the results file says which figures were measured and which were worked out. It also records the embedded
-model's training speed on this CPU (tokens a second), which the Train tab quotes for a first run.
+Each size runs in full up to --max-updates updates (a 1,000-row run makes hundreds: an hour or more on two CPU
+cores); beyond that the total is worked out: its measured start-up, the updates times the median time of one, the
+full run's evaluations times the measured time of one, and the report card. The results file says which figures
+were measured and which were worked out. It also records the embedded model's training speed on this CPU (tokens a
+second), which the Train tab quotes for a first run.
 
     python bench/small_data.py --rows 16 100 1000 --out bench/results/small_data.json
 """
@@ -13,6 +14,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import math
 import os
 import platform
 import statistics
@@ -62,14 +64,23 @@ def measure(rows: int, max_updates: int, workspace, root: Path, rule: bool = Tru
     state = queue.wait(run.id, timeout=6 * 3600)
     queue.close()
     wall = time.time() - started
-    status, metrics = run.status(), [m for m in run.metrics() if "loss" in m]
+    status, logged = run.status(), run.metrics()
+    metrics = [m for m in logged if "loss" in m]
     steps = [m["elapsed"] for m in metrics]
-    per_update = (steps[-1] - steps[0]) / (len(steps) - 1) if len(steps) > 1 else None
+    # An update's own time is the median gap between updates; what the gaps add up to beyond that went to the
+    # evaluations between them. A shortened run evaluates every tenth of its own length, far more often than the
+    # full run would, so the two are worked out apart.
+    gaps = [b - a for a, b in zip(steps, steps[1:])]
+    per_update = statistics.median(gaps) if gaps else None
+    evaluations = sum("eval_loss" in m for m in logged)
+    per_evaluation = (sum(gaps) - per_update * len(gaps)) / evaluations if evaluations and gaps else 0.0
+    full_evaluations = planned // (config.eval_steps or math.ceil(0.1 * planned)) if evaluations else 0
     card = json.loads((run.path / "report.json").read_text()) if (run.path / "report.json").exists() else {}
     card_s = card.get("seconds", 0.0)
     training_s = steps[-1] if steps else 0.0
     start_up = wall - training_s - card_s  # the child's start, model load, tokenizing, saving
-    total = wall if planned <= max_updates else start_up + planned * per_update + card_s
+    total = wall if planned <= max_updates else \
+        start_up + planned * per_update + full_evaluations * per_evaluation + card_s
     return {"rows": rows, "small_data_rule": rule, "schedule": {"examples": schedule.examples, "passes": schedule.passes, "updates": planned,
                                        "learning_rate": schedule.learning_rate, "raised": schedule.raised},
             "state": state, "chrf_base": card.get("overall", {}).get("base_chrf"),
@@ -77,6 +88,7 @@ def measure(rows: int, max_updates: int, workspace, root: Path, rule: bool = Tru
             "likelihood_gain": card.get("overall", {}).get("likelihood_gain"),
             "adapter_answers": [e["adapter"] for e in card.get("examples", [])], "message": status.get("message"), "updates_run": len(metrics),
             "measured_in_full": planned <= max_updates, "seconds_per_update": round(per_update or 0, 2),
+            "seconds_per_evaluation": round(per_evaluation, 1), "evaluations_in_full_run": full_evaluations,
             "start_up_s": round(start_up, 1), "report_card_s": card_s, "verdict": card.get("verdict"),
             "total_s": round(total, 1), "total_min": round(total / 60, 1),
             "tokens_per_s_median": statistics.median(m["tokens_per_s"] for m in metrics) if metrics else None,
