@@ -21,14 +21,15 @@ REMEMBER = f"(lang) => {{ document.cookie = `{COOKIE}=${{lang}}; path=/; max-age
 def appearance() -> dict:
     """How the page looks, for Blocks.launch: Gradio's theme, whose light and dark colours follow the system's
     setting, with text and buttons dark enough to read (WCAG AA contrast, which the browser tests check with
-    axe-core), and the window's layout (desktop.css)."""
+    axe-core), the window's layout (desktop.css), and names for what Gradio leaves unnamed (aria_repairs.html)."""
     red = gr.themes.colors.red
     theme = gr.themes.Default().set(
         body_text_color_subdued="*neutral_600",
         button_primary_background_fill="*primary_700", button_primary_background_fill_dark="*primary_700",
         button_primary_background_fill_hover="*primary_800", button_primary_background_fill_hover_dark="*primary_800",
         button_cancel_background_fill=red.c700, button_cancel_background_fill_hover=red.c800)
-    return {"theme": theme, "css_paths": [Path(__file__).with_name("desktop.css")]}
+    return {"theme": theme, "css_paths": [Path(__file__).with_name("desktop.css")],
+            "head_paths": [Path(__file__).with_name("aria_repairs.html")]}
 
 
 def build_app(studio: Studio) -> gr.Blocks:
