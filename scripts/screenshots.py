@@ -7,7 +7,8 @@ that holds the embedded model, in Debian's chromium. The workspace first gets a 
 the journey test trains it (Chatbot preset, the small-data rule; a few minutes on two CPU cores), so that the
 Train tab shows its report card, the Chat tab its answer beside the base model's, and the Export tab its merge.
 Nothing is written into the repository but the screenshots (and, once, the embedded model converted into
-.cache/test-workspace, which the tests share).
+.cache/test-workspace, which the tests share). For the language picker's Chinese names and the page's emoji to be
+drawn, the machine needs a Chinese and an emoji font (Debian: `apt install fonts-wqy-zenhei fonts-noto-color-emoji`).
 """
 from __future__ import annotations
 
