@@ -4,7 +4,8 @@ studio.inference decodes eagerly today: each new token is one Python pass over e
 7B model on an H200 is bound by kernel launches, not by the GPU. This probe measures, on one random-weight model of
 the 7B shape in 4-bit with a rank-16 adapter on all seven projections, greedy decoding of a fixed-length answer:
 eager (as the Chat tab does it) and with transformers' static cache and its compiled forward ("reduce-overhead":
-CUDA graphs), for the base and for the adapter through peft's active adapter. transformers 5.23 turns compilation
+CUDA graphs), for the base and for the adapter through peft's active adapter, and side by side (base and adapter
+as two rows of one batch, through the Chat tab's per-row routing). transformers 5.23 turns compilation
 off for bitsandbytes models (its quantizer says "not compileable"); the probe turns it on to see whether it works
 and what it gives. Each variant that fails is recorded with its error rather than stopping the probe. On a CPU
 (the tests' smoke run) transformers compiles nothing, so both rows are eager there.
@@ -74,6 +75,7 @@ def main(argv=None) -> dict:
     from peft import LoraConfig, get_peft_model
     from transformers import AutoTokenizer
 
+    from studio.inference import routing
     from studio.models import load_base_model
 
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
@@ -100,6 +102,13 @@ def main(argv=None) -> dict:
     with model.disable_adapter():
         results["eager_base"] = measure("eager, base", model, ids, args, **pad)
     results["eager_adapter"] = measure("eager, adapter", model, ids, args, **pad)
+    # Side by side as the Chat tab does it: base and adapter as two rows of one batch, each LoRA layer routing its
+    # rows through the thread's adapter names (tokens a second are per answer: the batch's steps a second)
+    routing.install(model)
+    pair = {name: tensor.repeat(2, 1) for name, tensor in ids.items()}
+    side_by_side = [routing.BASE, "default"]
+    with routing.route(side_by_side):
+        results["eager_side_by_side_routed"] = measure("eager, side by side, routed", model, pair, args, **pad)
 
     # transformers says bitsandbytes models are not compileable; say they are, to see
     quantizer = type(model.base_model.model.hf_quantizer)
@@ -110,6 +119,9 @@ def main(argv=None) -> dict:
         with model.disable_adapter():
             results["compiled_base"] = measure("static cache + compiled, base", model, ids, args, **static)
         results["compiled_adapter"] = measure("static cache + compiled, adapter", model, ids, args, **static)
+        with routing.route(side_by_side):
+            results["compiled_side_by_side_routed"] = measure("static cache + compiled, side by side, routed", model,
+                                                              pair, args, **static)
     finally:
         quantizer.is_compileable = refused
     if torch.cuda.is_available():

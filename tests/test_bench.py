@@ -57,6 +57,7 @@ def test_compiled_chat_probe_times_every_variant(models, tmp_path):
     out = tmp_path / "probe.json"
     result = main(["--shape", "tiny", "--models", str(models), "--new-tokens", "4", "--repeats", "1",
                    "--out", str(out)])
-    for variant in ("eager_base", "eager_adapter", "compiled_base", "compiled_adapter"):
+    for variant in ("eager_base", "eager_adapter", "eager_side_by_side_routed", "compiled_base", "compiled_adapter",
+                    "compiled_side_by_side_routed"):
         assert result[variant].get("tokens_per_s", 0) > 0, result[variant]  # an error would be recorded instead
     assert json.loads(out.read_text()) == result
