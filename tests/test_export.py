@@ -561,7 +561,7 @@ def test_cli_passes_the_run_and_options_and_prints_the_outcome(exported, trained
                      (trained_run.path, None, export_workspace.root, False)]
     printed = capsys.readouterr().out
     assert "[  0%] Checking run" in printed and "[100%] Done" in printed
-    assert f"Merge check: {exported[0].check.verdict}" in printed
+    assert f"Merge check:  {exported[0].check.verdict}" in printed
     assert f"Merged model: {exported[0].merged_dir}" in printed and f"Zip:          {exported[0].zip_path}" in printed
 
 
@@ -578,7 +578,7 @@ def test_python_m_studio_merge(trained_run, export_workspace, tmp_path):
                            str(trained_run.path), "--out", str(out), "--zip"],
                           cwd=REPO, capture_output=True, text=True, env={**os.environ, "OMP_NUM_THREADS": "1"})
     assert done.returncode == 0, done.stderr
-    assert "[100%] Done" in done.stdout and "Merge check: OK" in done.stdout
+    assert "[100%] Done" in done.stdout and "Merge check:  OK" in done.stdout
     zip_path = tmp_path / f"{trained_run.id}-merged.zip"  # beside the folder given with --out
     assert f"Merged model: {out}" in done.stdout and f"Zip:          {zip_path}" in done.stdout
     assert (out / "model.safetensors").exists() and zip_path.exists()

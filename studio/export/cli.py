@@ -45,44 +45,38 @@ def register(subparsers) -> None:
 
 
 def run_merge(args: argparse.Namespace) -> int:
-    try:
-        workspace = Workspace.at(getattr(args, "workspace", None))
-        result = merge_run(run_folder_or_id(workspace, args.run), args.out, workspace=workspace, make_zip=args.zip,
-                           progress=_print_progress)
-    except (ExportError, ValueError, OSError) as e:
-        print(f"error: {' '.join(str(e).split())}", file=sys.stderr)
-        return 2
-    print(f"Merge check: {result.check.verdict}")
-    print(f"Merged model: {result.merged_dir} ({human_size(result.size_bytes)})")
-    print(f"Model card:   {result.card_path}")
-    if result.zip_path:
-        print(f"Zip:          {result.zip_path}")
-    if not result.check.ok:
-        if result.earlier_zip:
-            print(f"Kept:         {result.earlier_zip} (an earlier export, which passed its check)")
-        print("error: the merge check failed; the files were saved, but use the adapter instead", file=sys.stderr)
-        return 1
-    return 0
+    return _exported(args, lambda workspace, run: merge_run(run, args.out, workspace=workspace, make_zip=args.zip,
+                                                           progress=_print_progress),
+                     lambda result: [("Merge check", result.check.verdict),
+                                     ("Merged model", f"{result.merged_dir} ({human_size(result.size_bytes)})")],
+                     "the merge check failed; the files were saved, but use the adapter instead")
 
 
 def run_export(args: argparse.Namespace) -> int:
+    return _exported(args, lambda workspace, run: export_gguf(run, args.quant, args.out, workspace=workspace,
+                                                             make_zip=args.zip, progress=_print_progress),
+                     lambda result: [("GGUF check", result.check.verdict),
+                                     ("GGUF file", f"{result.gguf_path} ({human_size(result.size_bytes)})"),
+                                     ("Modelfile", result.folder / "Modelfile")],
+                     "the GGUF check failed; the file was saved for a look, but is not offered")
+
+
+def _exported(args: argparse.Namespace, export, lines, failed: str) -> int:
+    """Run an export of args.run and print what it made: its own lines, then the model card and the zip; exit code 0,
+    1 when its check failed (the earlier export kept, if any), 2 when it could not be made."""
     try:
         workspace = Workspace.at(getattr(args, "workspace", None))
-        result = export_gguf(run_folder_or_id(workspace, args.run), args.quant, args.out, workspace=workspace,
-                             make_zip=args.zip, progress=_print_progress)
+        result = export(workspace, run_folder_or_id(workspace, args.run))
     except (ExportError, ValueError, OSError) as e:
         print(f"error: {' '.join(str(e).split())}", file=sys.stderr)
         return 2
-    print(f"GGUF check:   {result.check.verdict}")
-    print(f"GGUF file:    {result.gguf_path} ({human_size(result.size_bytes)})")
-    print(f"Modelfile:    {result.folder / 'Modelfile'}")
-    print(f"Model card:   {result.card_path}")
-    if result.zip_path:
-        print(f"Zip:          {result.zip_path}")
+    for label, value in [*lines(result), ("Model card", result.card_path), ("Zip", result.zip_path)]:
+        if value:
+            print(f"{label + ':':<14}{value}")
     if not result.check.ok:
         if result.earlier_zip:
-            print(f"Kept:         {result.earlier_zip} (an earlier export, which passed its check)")
-        print("error: the GGUF check failed; the file was saved for a look, but is not offered", file=sys.stderr)
+            print(f"{'Kept:':<14}{result.earlier_zip} (an earlier export, which passed its check)")
+        print(f"error: {failed}", file=sys.stderr)
         return 1
     return 0
 
