@@ -110,6 +110,7 @@ def engine_step(model_dir: Path, rows: list[dict], args, **overrides) -> dict:
     trainer.train()
     seen["attention"] = trainer.model.config._attn_implementation
     seen["liger"] = bool(trainer.args.use_liger_kernel)
+    seen["compiled_layers"] = any(type(c).__name__ == "CompiledLayers" for c in trainer.callback_handler.callbacks)
     seen["checkpointing"] = bool(trainer.args.activation_checkpointing)
     del trainer
     free_gpu()
@@ -226,7 +227,8 @@ def check_shape(shape: str, args) -> dict:
 
     other = "eager" if attention == "sdpa" else "sdpa"
     result = {"model_shape": shape, "reference_attention": attention, "floor_attention": other,
-              "engine": {k: default[k] for k in ("attention", "liger", "checkpointing", "lora_dtype")}}
+              "engine": {k: default[k] for k in ("attention", "liger", "compiled_layers", "checkpointing",
+                                                      "lora_dtype")}}
     for name, seen in (("default", default), ("packed", packed)):
         pieces, row_losses = split_batch(seen)
         unknown = [len(p) for p in pieces if tuple(p) not in originals]

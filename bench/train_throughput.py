@@ -20,6 +20,7 @@ import datetime
 import gc
 import json
 import math
+import os
 import random
 import shutil
 import sys
@@ -167,7 +168,8 @@ def run_studio(model_dir, data, args, extra_callbacks=(), **overrides) -> dict:
     trainer = build_trainer(config, str(model_dir), AutoTokenizer.from_pretrained(model_dir), dataset, None,
                             tempfile.mkdtemp(), [watch.callback, *extra_callbacks])
     return {**_measure(trainer, watch), "targets": TARGETS if isinstance(config.target_modules, str) else
-            config.target_modules}
+            config.target_modules,
+            "compiled_layers": any(type(c).__name__ == "CompiledLayers" for c in trainer.callback_handler.callbacks)}
 
 
 def run_trl_best(model_dir, data, args) -> dict:
@@ -294,11 +296,19 @@ def compare_recipes(model_dir, data, vocab: int, args) -> dict:
               "timed_steps": args.steps - args.warmup, "baseline_tok_s": baseline["tok_s"],
               "studio_tok_s": studio["tok_s"], "ratio": round(studio["tok_s"] / baseline["tok_s"], 3),
               "studio_mfu": mfu(studio), "studio_checkpointing": studio["checkpointing"],
+              "studio_compiled_layers": studio["compiled_layers"],
               "baseline_peak_gb": baseline["peak_gb"], "studio_peak_gb": studio["peak_gb"],
               **{f"trl_best_{key}": value for key, value in trl.items() if key != "checkpointing"},
               "torch": torch.__version__}
     if "tok_s" in trl:
         result.update(trl_best_mfu=mfu(trl), studio_vs_trl_best=round(studio["tok_s"] / trl["tok_s"], 3))
+    if args.with_eager and studio["compiled_layers"]:  # what compiling the layers buys, in the same process
+        os.environ["STUDIO_COMPILE"] = "0"
+        eager = run_studio(model_dir, data, args)
+        del os.environ["STUDIO_COMPILE"]
+        print("LoRA Studio, layers not compiled", eager, flush=True)
+        result.update(studio_eager_tok_s=eager["tok_s"], studio_eager_mfu=mfu(eager),
+                      studio_eager_peak_gb=eager["peak_gb"], compiled_vs_eager=round(studio["tok_s"] / eager["tok_s"], 3))
     if not args.skip_checkpointing_on:
         recomputing = run_studio(model_dir, data, args, gradient_checkpointing="on")
         print("LoRA Studio, checkpointing forced on", recomputing, flush=True)
@@ -368,6 +378,8 @@ def main(argv: list[str] | None = None) -> dict:
     parser.add_argument("--skip-low-vram", action="store_true", help="leave out the low-vram preset's peak")
     parser.add_argument("--skip-checkpointing-on", action="store_true",
                         help="leave out the engine's run with gradient checkpointing forced on")
+    parser.add_argument("--with-eager", action="store_true",
+                        help="also the engine with its layers not compiled (STUDIO_COMPILE=0), for the difference")
     parser.add_argument("--low-vram-only", action="store_true", help="measure only the low-vram preset's peak")
     parser.add_argument("--method", choices=("sft", "dpo"), default="sft",
                         help="dpo: measure preference tuning next to the engine's SFT, and nothing else")

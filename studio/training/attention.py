@@ -8,7 +8,6 @@ It is used only on CUDA, and only after a self-check against SDPA passes; otherw
 """
 from __future__ import annotations
 
-import functools
 import inspect
 
 import torch
@@ -16,16 +15,20 @@ import torch
 NAME = "studio_varlen"
 
 
-@functools.cache
-def _kernel_keywords(varlen_attn) -> frozenset:
-    return frozenset(inspect.signature(varlen_attn).parameters)  # read once, not in every layer's call
+def _kernel_keywords() -> frozenset:
+    from torch.nn.attention.varlen import varlen_attn
+
+    return frozenset(inspect.signature(varlen_attn).parameters)
 
 
-def _varlen_kwargs(varlen_attn, query: torch.Tensor, key: torch.Tensor) -> dict:
+_KEYWORDS: frozenset = frozenset()  # the kernel's keywords, read once in use_varlen_attention (inspect cannot
+# run inside torch.compile's graphs)
+
+
+def _varlen_kwargs(query: torch.Tensor, key: torch.Tensor) -> dict:
     """Causal attention, with the keyword each PyTorch version's kernel understands."""
-    params = _kernel_keywords(varlen_attn)
-    kwargs = {"window_size": (-1, 0)} if "window_size" in params else {"is_causal": True}
-    if query.shape[1] != key.shape[1] and "enable_gqa" in params:
+    kwargs = {"window_size": (-1, 0)} if "window_size" in _KEYWORDS else {"is_causal": True}
+    if query.shape[1] != key.shape[1] and "enable_gqa" in _KEYWORDS:
         kwargs["enable_gqa"] = True
     return kwargs
 
@@ -41,7 +44,7 @@ def varlen_attention(module, query, key, value, attention_mask, scaling=None, dr
         return sdpa_attention_forward(module, query, key, value, attention_mask, scaling=scaling, dropout=dropout,
                                       **kwargs)
     q, k, v = (t.squeeze(0).transpose(0, 1) for t in (query, key, value))  # -> (tokens, heads, head_dim)
-    options = _varlen_kwargs(varlen_attn, q, k)
+    options = _varlen_kwargs(q, k)
     if q.shape[1] != k.shape[1] and "enable_gqa" not in options:  # older kernels want as many kv heads as q heads
         k, v = (t.repeat_interleave(q.shape[1] // k.shape[1], dim=1) for t in (k, v))
     out = varlen_attn(q, k, v, cu_seq_lens_q, cu_seq_lens_k if cu_seq_lens_k is not None else cu_seq_lens_q,
@@ -73,7 +76,9 @@ def use_varlen_attention(model) -> bool:
     """Switch the model to the variable-length kernel when this machine has it and it checks out."""
     if not torch.cuda.is_available():
         return False
+    global _KEYWORDS
     try:
+        _KEYWORDS = _kernel_keywords()
         from transformers import AttentionInterface
         from transformers.masking_utils import ALL_MASK_ATTENTION_FUNCTIONS, flash_attention_mask
 

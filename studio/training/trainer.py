@@ -13,6 +13,7 @@ from ..models import ModelNotFound, compute_dtype, load_base_model, load_tokeniz
 from ..runs import Run, start_adapter
 from ..workspace import Workspace
 from .attention import use_varlen_attention
+from .compiled_layers import compiled_layers_callback, compiles
 from .curves import draw_curves
 from .memory import choose_checkpointing, liger_installed, sequences_per_batch
 from .recorder import RunRecorder
@@ -189,6 +190,8 @@ def build_trainer(config: TrainConfig, model_path: str, tokenizer, train_set, va
                           target_modules=resolve_target_modules(model, config.target_modules), task_type="CAUSAL_LM")
     if args.load_best_model_at_end:
         callbacks = [*callbacks, EarlyStoppingCallback(config.early_stopping_patience)]
+    if compiles(config.method, process_count()):
+        callbacks = [*callbacks, compiled_layers_callback()]
     if preference:
         from .preference import PairTrainer as trainer_class
     else:
@@ -243,7 +246,8 @@ def training_arguments(config: TrainConfig, output_dir: str, evaluate: bool):
         ddp_find_unused_parameters=False,  # every adapter weight gets a gradient: no need to search each step
         bf16=on_gpu and compute_dtype() == torch.bfloat16,
         fp16=on_gpu and compute_dtype() == torch.float16,
-        use_liger_kernel=on_gpu and liger_installed(),  # fused Triton kernels; GPU only
+        # Liger's fused Triton kernels (GPU only), unless the layers are compiled (studio/training/compiled_layers.py)
+        use_liger_kernel=on_gpu and liger_installed() and not compiles(config.method, processes),
         logging_steps=config.logging_steps,
         eval_strategy="steps" if evaluate else "no",
         eval_steps=eval_every if evaluate else None,
