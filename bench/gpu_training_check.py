@@ -60,7 +60,9 @@ def main() -> None:
         "median_tokens_per_s": sorted(m["tokens_per_s"] for m in metrics)[len(metrics) // 2] if metrics else None,
         "peak_mem_gb_torch": max((m.get("peak_mem_gb", 0) for m in metrics), default=None),
         "nvml_samples": len(samples), "nvml_max_used_gb": max((s["used_gb"] for s in samples), default=None),
-        "adapter_saved": run.has_adapter(), "log_mentions_varlen": "variable-length" in run.log_path.read_text(),
+        "adapter_saved": run.has_adapter(), "report_card": (run.path / "report.json").exists(),
+        "log_mentions_varlen": "variable-length" in run.log_path.read_text(),
+        "log_mentions_compiled_layers": "Compiling the model's" in run.log_path.read_text(),
     }
     print(run.log_tail(15))
     print(json.dumps(summary, indent=2))
