@@ -1,5 +1,6 @@
 """Shared test fixtures. Tests never reach the network and make their own small data."""
 import os
+import subprocess
 import sys
 import tempfile
 from pathlib import Path
@@ -20,6 +21,7 @@ from app_server import serving, with_embedded_model  # noqa: E402
 
 # The embedded model is converted once and kept between test sessions (it takes about a minute).
 MODEL_CACHE = REPO / ".cache" / "test-workspace"
+PIRATE = Path(__file__).parent / "data" / "pirate_chat.jsonl"  # 32 chats, every answer in a pirate's voice
 
 
 @pytest.fixture(scope="session")
@@ -27,6 +29,28 @@ def embedded_model_dir() -> Path:
     from studio.models import resolve_model
 
     return Path(resolve_model("embedded", Workspace.at(MODEL_CACHE), progress=lambda _m: None))
+
+
+@pytest.fixture(scope="session")
+def pirate_run(tmp_path_factory, embedded_model_dir):
+    """A completed run whose adapter answers every question in a pirate's voice, trained once for the session as a
+    person would start it: the Chatbot preset and nothing set by hand (a few minutes on two CPU cores)."""
+    from studio.config import config_from_preset, load_presets
+    from studio.data import inspect_file, save_dataset
+    from studio.runs import create_run
+    from studio.training import small_data
+
+    workspace = with_embedded_model(Workspace.at(tmp_path_factory.mktemp("journey") / "workspace"),
+                                    embedded_model_dir)
+    save_dataset(workspace, "pirate", PIRATE, inspect_file(PIRATE))
+    # What Start does for a saved dataset of 32 rows and the Chatbot preset (studio/ui/train_tab.py)
+    config, _ = small_data.apply(config_from_preset(load_presets()["chatbot"], model="embedded", dataset="pirate"),
+                                 rows=32)
+    run = create_run(workspace, config, name="pirate")
+    done = subprocess.run([sys.executable, "-m", "studio", "--workspace", str(workspace.root), "train", str(run.path)],
+                          cwd=REPO, capture_output=True, text=True, timeout=900)
+    assert done.returncode == 0 and run.state == "completed", done.stdout[-3000:]
+    return workspace, run
 
 
 @pytest.fixture(scope="session")

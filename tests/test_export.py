@@ -181,21 +181,12 @@ def test_a_4bit_trained_run_is_merged_in_16_bit(exported, trained_run):
     assert saved_dtypes(merged_dir) == {"BF16"}  # the base's own dtype, even on a CPU; never packed 4-bit weights
 
 
-def test_a_qlora_trained_adapter_is_merged_in_bfloat16(embedded_model_dir, workspace):
-    """The whole way in about a minute: a few QLoRA steps on the CPU, then a stop (which skips the report card
-    a finished run makes), and the merge into the embedded model's bfloat16 weights."""
-    from test_training_e2e import quick_config, wait_for
-
-    run = create_run(workspace, quick_config(embedded_model_dir, max_steps=100, val_fraction=0.0))
-    with open(run.log_path, "w") as log:
-        training = subprocess.Popen([sys.executable, "-m", "studio", "--workspace", str(workspace.root), "train",
-                                     str(run.path)], cwd=REPO, stdout=log, stderr=subprocess.STDOUT,
-                                    env={**os.environ, "OMP_NUM_THREADS": "1"})
-        wait_for(lambda: training.poll() is not None or any(m.get("step", 0) >= 3 for m in run.metrics()),
-                 what="three training steps")
-        run.request_stop()
-        assert training.wait(timeout=120) == 0 and run.state == "stopped", run.log_tail()
-    result = merge_run(run, workspace=workspace, make_zip=False)
+def test_a_qlora_trained_adapter_is_merged_in_bfloat16(pirate_run, tmp_path):
+    """An adapter trained on the 4-bit base (the session's pirate run, QLoRA on the CPU) is merged into the
+    embedded model's bfloat16 weights."""
+    workspace, run = pirate_run
+    assert run.config.quantization == "4bit"
+    result = merge_run(run, tmp_path / "merged", workspace=workspace, make_zip=False)
     assert result.check.ok and result.check.dtype == "bfloat16" and result.check.adapter_effect > 0.5
     assert saved_dtypes(result.merged_dir) == {"BF16"}
 

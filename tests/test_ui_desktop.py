@@ -5,8 +5,6 @@ control reachable by keyboard in reading order, and axe-core's verdict in Englis
 import threading
 import time
 
-import pytest
-
 from studio.config import TrainConfig
 from studio.jobs import JobQueue
 from studio.runs import create_run
