@@ -1,7 +1,8 @@
 """torch.compile over each decoder layer while a run trains on the GPU.
 
-On chat-length batches the GPU waits on Python: a 7B step launches about 5,600 kernels (the 4-bit matrix products,
-LoRA's small ones, norms, RoPE), and launching them takes longer than running them (bench/train_compile_probe.py).
+On chat-length batches the GPU waits on Python: a 7B step launches thousands of small kernels (the 4-bit matrix
+products, LoRA's small ones, norms, RoPE), and launching them takes longer than running them (docs/benchmarks.md,
+"The default path, compiled").
 Compiling each decoder layer turns its many small operations into a few fused kernels called from one graph. Liger's
 layer kernels are left out then: inductor fuses the same operations itself, and Liger's Triton kernels do not
 compile inside its graphs. trl's fused LM head and loss stay as they are, outside the layers.
