@@ -6,15 +6,16 @@ import torch
 from studio.training.compiled_layers import compiled_layers_callback, compiles
 
 
-def test_only_supervised_runs_on_one_gpu_compile_and_an_administrator_can_turn_it_off(monkeypatch):
+def test_only_supervised_runs_on_one_gpu_that_keep_activations_compile_and_an_administrator_can_turn_it_off(
+        monkeypatch):
     monkeypatch.setattr(torch.cuda, "is_available", lambda: True)
-    assert compiles("sft", 1)
-    assert not compiles("dpo", 1) and not compiles("sft", 2)
+    assert compiles("sft", 1, checkpointing=False)
+    assert not compiles("dpo", 1, False) and not compiles("sft", 2, False) and not compiles("sft", 1, True)
     monkeypatch.setenv("STUDIO_COMPILE", "0")
-    assert not compiles("sft", 1)
+    assert not compiles("sft", 1, False)
     monkeypatch.delenv("STUDIO_COMPILE")
     monkeypatch.setattr(torch.cuda, "is_available", lambda: False)
-    assert not compiles("sft", 1)
+    assert not compiles("sft", 1, False)
 
 
 def test_compiled_layers_give_the_eager_loss_and_gradients_and_are_eager_again_after_training():

@@ -7,8 +7,9 @@ Compiling each decoder layer turns its many small operations into a few fused ke
 layer kernels are left out then: inductor fuses the same operations itself, and Liger's Triton kernels do not
 compile inside its graphs. trl's fused LM head and loss stay as they are, outside the layers.
 
-Compiled only on one GPU, for supervised runs (the measured and checked path); an error while compiling falls back
-to running that layer eagerly. STUDIO_COMPILE=0 turns it off (an administrator's escape hatch, and how the benches
+Compiled only on one GPU, for supervised runs that keep their activations (the measured and checked path: with
+gradient checkpointing on, compiling bought nothing, so those runs keep Liger's kernels and their measured memory);
+an error while compiling falls back to running that layer eagerly. STUDIO_COMPILE=0 turns it off (an administrator's escape hatch, and how the benches
 measure the difference).
 """
 from __future__ import annotations
@@ -16,11 +17,12 @@ from __future__ import annotations
 import os
 
 
-def compiles(method: str, processes: int) -> bool:
-    """Whether a run with this method, on this many processes, trains through compiled layers."""
+def compiles(method: str, processes: int, checkpointing: bool) -> bool:
+    """Whether a run with this method, on this many processes, with or without gradient checkpointing, trains
+    through compiled layers."""
     import torch
 
-    return (torch.cuda.is_available() and method == "sft" and processes == 1
+    return (torch.cuda.is_available() and method == "sft" and processes == 1 and not checkpointing
             and os.environ.get("STUDIO_COMPILE", "1") != "0")
 
 

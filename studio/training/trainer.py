@@ -190,7 +190,7 @@ def build_trainer(config: TrainConfig, model_path: str, tokenizer, train_set, va
                           target_modules=resolve_target_modules(model, config.target_modules), task_type="CAUSAL_LM")
     if args.load_best_model_at_end:
         callbacks = [*callbacks, EarlyStoppingCallback(config.early_stopping_patience)]
-    if compiles(config.method, process_count()):
+    if compiles(config.method, process_count(), checkpointing):
         callbacks = [*callbacks, compiled_layers_callback()]
     if preference:
         from .preference import PairTrainer as trainer_class
@@ -247,7 +247,7 @@ def training_arguments(config: TrainConfig, output_dir: str, evaluate: bool):
         bf16=on_gpu and compute_dtype() == torch.bfloat16,
         fp16=on_gpu and compute_dtype() == torch.float16,
         # Liger's fused Triton kernels (GPU only), unless the layers are compiled (studio/training/compiled_layers.py)
-        use_liger_kernel=on_gpu and liger_installed() and not compiles(config.method, processes),
+        use_liger_kernel=on_gpu and liger_installed() and not compiles(config.method, processes, checkpointing),
         logging_steps=config.logging_steps,
         eval_strategy="steps" if evaluate else "no",
         eval_steps=eval_every if evaluate else None,
