@@ -128,7 +128,10 @@ def test_report_token_counts_match_tokenize_record(tokenizer):
     assert report.answers_cut_off == 0 and report.with_max_length(20).answers_cut_off == 2
 
 
-plain_text = st.text(st.characters(blacklist_categories=("Cs",), blacklist_characters="<>"), max_size=40)
+# Any text people type: not control characters besides newline and tab (this tokenizer's vocabulary lacks their
+# bytes, so they cannot round-trip; drawing them made most examples fail the assume() below), private or unassigned.
+plain_text = st.text(st.characters(exclude_categories=("Cs", "Cc", "Co", "Cn"), include_characters="\n\t",
+                                   exclude_characters="<>"), max_size=40)
 
 
 @settings(max_examples=60, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture])
@@ -139,7 +142,7 @@ def test_any_conversation_trains_exactly_its_answers(tokenizer, turns, system):
         messages += [{"role": "user", "content": question}, {"role": "assistant", "content": "x" + answer}]
     record = {"messages": messages}
     text = tokenizer.apply_chat_template(messages, tokenize=False)
-    # This tokenizer's vocabulary lacks a few byte tokens, so some rare characters cannot round-trip at all.
+    # In case a character left in plain_text cannot round-trip either.
     assume(tokenizer.decode(tokenizer(text, add_special_tokens=False)["input_ids"]) == text)
     encoded = tokenize_record(tokenizer, record, 100_000)
     trained, untrained = trained_and_not(tokenizer, encoded)

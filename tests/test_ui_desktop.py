@@ -156,7 +156,7 @@ def keyboard_stops(page) -> dict:
             page.keyboard.press("Tab")
         if page.evaluate("() => document.activeElement === document.body || new Set(tabStops).size < tabStops.length"):
             break
-    return page.evaluate("""() => {
+    stops = page.evaluate("""() => {
         const repeat = tabStops.findIndex((e, i) => tabStops.indexOf(e) < i);  // focus has come round
         const round = repeat < 0 ? tabStops : tabStops.slice(0, repeat);
         const name = e => e.getAttribute('aria-label') || e.innerText?.trim() || e.id || e.outerHTML.slice(0, 80);
@@ -167,6 +167,9 @@ def keyboard_stops(page) -> dict:
             !(round[i].compareDocumentPosition(e) & Node.DOCUMENT_POSITION_FOLLOWING));
         return {first: round.slice(0, 5).map(name), unreached: controls.filter(e => !round.includes(e)).map(name),
                 backwards: backwards.map(name)}; }""")
+    # Focus came round to the language list, which opens on focus: closed, it no longer lies over the next click.
+    page.evaluate("document.activeElement?.blur()")
+    return stops
 
 
 def serious_violations(page) -> list[str]:
