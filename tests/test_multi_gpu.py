@@ -13,9 +13,9 @@ from studio import jobs
 from studio.config import TrainConfig
 from studio.jobs import JobQueue, train_command
 from studio.runs import create_run, list_runs
+from conftest import PIRATE
 
 REPO = Path(__file__).resolve().parent.parent
-PIRATE = Path(__file__).parent / "data" / "pirate_chat.jsonl"
 
 
 def test_several_gpus_run_the_same_command_under_accelerate_launch(workspace):

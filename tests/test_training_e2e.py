@@ -9,11 +9,11 @@ import pytest
 from studio.config import TrainConfig
 from studio.jobs import JobQueue
 from studio.runs import Run
+from conftest import PIRATE
 
-PIRATE = Path(__file__).parent / "data" / "pirate_chat.jsonl"
 STORIES = Path(__file__).parent / "data" / "stories.txt"  # raw text: plain language modelling
 # Small enough for two CPU cores: a step of two short conversations takes a second or two.
-# Their report cards are left out: test_did_it_work.py tests those.
+# Their report cards are left out: test_report_card.py and the pirate run's tests (test_journey.py) test those.
 QUICK = dict(batch_size=2, learning_rate=1e-3, val_fraction=0.1, eval_steps=4, save_steps=2, max_length=64,
              lora_r=8, lora_alpha=16, target_modules=["q_proj", "v_proj"], quantization="4bit", warmup_ratio=0.0,
              report_card=False)

@@ -9,8 +9,8 @@ compile inside its graphs. trl's fused LM head and loss stay as they are, outsid
 
 Compiled only on one GPU, for supervised runs that keep their activations (the measured and checked path: with
 gradient checkpointing on, compiling bought nothing, so those runs keep Liger's kernels and their measured memory);
-an error while compiling falls back to running that layer eagerly. STUDIO_COMPILE=0 turns it off (an administrator's escape hatch, and how the benches
-measure the difference).
+an error while compiling falls back to running that layer eagerly. STUDIO_COMPILE=0 turns it off (an administrator's
+escape hatch, and how the benches measure the difference).
 """
 from __future__ import annotations
 
@@ -34,7 +34,8 @@ def compiled_layers_callback(backend: str = "inductor"):
     from transformers.modeling_layers import GradientCheckpointingLayer
 
     class CompiledLayers(TrainerCallback):
-        layers: list = []
+        def __init__(self):
+            self.layers = []  # the layers compiled while training, restored when it ends
 
         def on_train_begin(self, args, state, control, model=None, **kwargs):
             import torch._dynamo
