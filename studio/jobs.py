@@ -1,10 +1,10 @@
 """The job queue: training runs wait their turn, and each runs in a child process of its own.
 
 A dispatcher thread starts the oldest queued run as soon as the GPUs it asks for are free, as
-`python -m studio train RUN_DIR` (under `accelerate launch` over several GPUs) with a thread watching it, so a
-crash, an out-of-memory error or a hard stop never takes the app down, and the GPUs' memory is freed when the
-job ends. The queue itself lives in the run folders (state 'queued' plus the time it was queued), so it
-survives a restart of the app.
+`python -m studio train RUN_DIR` (under `accelerate launch` over several GPUs; forked warm by launcher.py on the
+CPU) with a thread watching it, so a crash, an out-of-memory error or a hard stop never takes the app down, and
+the GPUs' memory is freed when the job ends. The queue itself lives in the run folders (state 'queued' plus the
+time it was queued), so it survives a restart of the app.
 """
 from __future__ import annotations
 
@@ -17,6 +17,7 @@ import time
 
 from .config import TrainConfig
 from .gpu import MemorySampler, survey_gpus
+from .launcher import WarmChild, shared_launcher
 from .messages import Message, fields, text_of
 from .runs import ACTIVE, LOCAL_USER, Run, create_run, find_run, list_runs, state_word
 from .workspace import Workspace
@@ -85,8 +86,10 @@ class JobQueue:
         self.devices = devices
         self._wake = threading.Condition()
         self._busy: dict[str, str] = {}  # device -> the id of the run using it
-        self._children: dict[str, subprocess.Popen] = {}
+        self._children: dict[str, subprocess.Popen | WarmChild] = {}
         self._closing = False
+        if "" in devices:  # CPU children start warm: the helper imports the trainer while nobody waits for it
+            shared_launcher(child_env([""]))
         self._recover()
         self._threads = [threading.Thread(target=self._dispatch, name="job-dispatcher", daemon=True)]
         if self.devices:
@@ -282,20 +285,22 @@ class JobQueue:
                 self._threads.remove(threading.current_thread())
                 self._wake.notify_all()
 
-    def _spawn(self, run: Run, command: list[str], devices: list[str]) -> subprocess.Popen:
-        """A child on the run's devices, writing to its log."""
-        # The log is read by people: no progress bars redrawn line after line, no library deprecation notices.
-        env = {**os.environ, "PYTHONUNBUFFERED": "1", "TQDM_DISABLE": "1", "PYTHONWARNINGS": "ignore::FutureWarning"}
-        if any(devices):  # number GPUs as nvidia-smi (and the memory sampler) does
-            env.update(CUDA_DEVICE_ORDER="PCI_BUS_ID", CUDA_VISIBLE_DEVICES=",".join(devices))
-        else:
-            # On the CPU nothing is compiled: bitsandbytes would otherwise load torch's compiler and build its 4-bit
-            # kernels in C++ at the start of every child (measured: 6 s later to the first step, the same losses).
-            env["TORCHDYNAMO_DISABLE"] = "1"
+    def _spawn(self, run: Run, command: list[str], devices: list[str]) -> subprocess.Popen | WarmChild:
+        """A child on the run's devices, writing to its log; on the CPU a studio command starts warm."""
+        env = child_env(devices)
+        root = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+        if not any(devices) and command[:3] == [sys.executable, "-m", "studio"]:
+            try:
+                child = shared_launcher(env).start(command[3:], env, run.log_path, root)
+            except RuntimeError as error:  # started afresh instead, as on a GPU
+                print(f"{error} Starting {run.id} afresh.", file=sys.stderr)
+            else:
+                self._children[run.id] = child
+                return child
         with open(run.log_path, "ab") as log:
             # A session of its own, so a hard stop ends every process of a multi-GPU run, not only the launcher.
             child = subprocess.Popen(command, stdout=log, stderr=subprocess.STDOUT, env=env, start_new_session=True,
-                                     cwd=os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
+                                     cwd=root)
         self._children[run.id] = child
         return child
 
@@ -349,7 +354,20 @@ class JobQueue:
             _kill(child)
 
 
-def _kill(child: subprocess.Popen) -> None:
+def child_env(devices: list[str]) -> dict[str, str]:
+    """The environment of a child on these devices ("" for the CPU)."""
+    # The log is read by people: no progress bars redrawn line after line, no library deprecation notices.
+    env = {**os.environ, "PYTHONUNBUFFERED": "1", "TQDM_DISABLE": "1", "PYTHONWARNINGS": "ignore::FutureWarning"}
+    if any(devices):  # number GPUs as nvidia-smi (and the memory sampler) does
+        env.update(CUDA_DEVICE_ORDER="PCI_BUS_ID", CUDA_VISIBLE_DEVICES=",".join(devices))
+    else:
+        # On the CPU nothing is compiled: bitsandbytes would otherwise load torch's compiler and build its 4-bit
+        # kernels in C++ at the start of every child (measured: 6 s later to the first step, the same losses).
+        env["TORCHDYNAMO_DISABLE"] = "1"
+    return env
+
+
+def _kill(child: subprocess.Popen | WarmChild) -> None:
     """End a training child and every process it started (accelerate's workers)."""
     try:
         os.killpg(child.pid, signal.SIGKILL)
