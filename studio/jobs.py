@@ -361,9 +361,10 @@ def child_env(devices: list[str]) -> dict[str, str]:
     if any(devices):  # number GPUs as nvidia-smi (and the memory sampler) does
         env.update(CUDA_DEVICE_ORDER="PCI_BUS_ID", CUDA_VISIBLE_DEVICES=",".join(devices))
     else:
-        # On the CPU nothing is compiled: bitsandbytes would otherwise load torch's compiler and build its 4-bit
-        # kernels in C++ at the start of every child (measured: 6 s later to the first step, the same losses).
-        env["TORCHDYNAMO_DISABLE"] = "1"
+        # The CPU means the CPU (`--gpus none` on a machine with GPUs): the child, and the launcher it is forked
+        # from, never see a GPU. Nothing is compiled: bitsandbytes would otherwise load torch's compiler and
+        # build its 4-bit kernels in C++ at the start of every child (measured: 6 s later to the first step).
+        env.update(CUDA_VISIBLE_DEVICES="", TORCHDYNAMO_DISABLE="1")
     return env
 
 

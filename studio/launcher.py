@@ -60,8 +60,7 @@ class Launcher:
         self._next_id = 0
         threading.Thread(target=self._read_answers, name="launcher-answers", daemon=True).start()
 
-    def start(self, argv: list[str], env: dict[str, str], log_path: str, cwd: str,
-              timeout: float = 300) -> WarmChild:
+    def start(self, argv: list[str], env: dict[str, str], log_path: str, cwd: str) -> WarmChild:
         """`python -m studio ARGV` in a warm child, with this environment, its output appended to the log.
         The first call waits while the helper imports (what a fresh child would have spent anyway)."""
         with self._lock:
@@ -73,8 +72,10 @@ class Launcher:
                 self._helper.stdin.flush()
             except (BrokenPipeError, ValueError):
                 raise RuntimeError("The launcher of CPU jobs has stopped.") from None
-        if not asked[0].wait(timeout) or asked[1] is None:
-            raise RuntimeError("The launcher of CPU jobs did not start the job.")
+        # No time limit: a job the helper may still start must not be started a second time elsewhere.
+        asked[0].wait()
+        if asked[1] is None:
+            raise RuntimeError("The launcher of CPU jobs stopped before it started the job.")
         return asked[1]
 
     def close(self) -> None:
@@ -128,11 +129,13 @@ def shared_launcher(env: dict[str, str]) -> Launcher:
 
 
 # ---- the helper process ----
-def _run_child(request: dict, keep_closed: list[int]) -> None:
-    """In the forked child: become `python -m studio ARGV` in a session of its own, writing to the run's log."""
+def _run_child(request: dict, keep_closed: list[int], in_session: int) -> None:
+    """In the forked child: become `python -m studio ARGV` in a session of its own, writing to the run's log.
+    Closing in_session tells the helper the session is made (from then on killing the group ends the child)."""
     code = 1
     try:
         os.setsid()
+        os.close(in_session)
         signal.signal(signal.SIGINT, signal.default_int_handler)
         for fd in keep_closed:
             os.close(fd)
@@ -158,12 +161,14 @@ def _run_child(request: dict, keep_closed: list[int]) -> None:
 
         traceback.print_exc()
     finally:
-        import logging
+        try:
+            import logging
 
-        logging.shutdown()
-        for stream in (sys.stdout, sys.stderr):
-            stream.flush()
-        os._exit(code)
+            logging.shutdown()
+            for stream in (sys.stdout, sys.stderr):
+                stream.flush()
+        finally:
+            os._exit(code)  # never back into the helper's loop
 
 
 def serve(preload: list[str]) -> None:
@@ -189,9 +194,13 @@ def serve(preload: list[str]) -> None:
             while b"\n" in pending:
                 line, pending = pending.split(b"\n", 1)
                 request = json.loads(line)
+                wait_for_session, in_session = os.pipe()
                 pid = os.fork()
                 if pid == 0:
-                    _run_child(request, keep_closed=[answers])
+                    _run_child(request, keep_closed=[answers, wait_for_session], in_session=in_session)
+                os.close(in_session)
+                os.read(wait_for_session, 1)  # the end of the pipe: the child leads its session (or is gone)
+                os.close(wait_for_session)
                 answer({"id": request["id"], "pid": pid})
         while True:
             try:

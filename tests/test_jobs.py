@@ -220,3 +220,11 @@ def test_the_memory_sampler_ends_quietly_when_its_run_is_deleted(tmp_path, monke
     time.sleep(0.3)
     sampler.stop()
     assert not crashed and not folder.exists()
+
+
+def test_a_cpu_child_sees_no_gpu_and_a_gpu_child_only_its_own():
+    from studio.jobs import child_env
+
+    cpu, gpus = child_env([""]), child_env(["0", "2"])
+    assert cpu["CUDA_VISIBLE_DEVICES"] == "" and cpu["TORCHDYNAMO_DISABLE"] == "1"  # `--gpus none` means the CPU
+    assert gpus["CUDA_VISIBLE_DEVICES"] == "0,2" and gpus["CUDA_DEVICE_ORDER"] == "PCI_BUS_ID"
