@@ -12,6 +12,7 @@ started and {"pid", "code"} when it ended (code as subprocess says it: negative 
 from __future__ import annotations
 
 import atexit
+import contextlib
 import json
 import os
 import select
@@ -147,9 +148,11 @@ def _run_child(request: dict, keep_closed: list[int], in_session: int) -> None:
         os.chdir(request["cwd"])
         os.environ.clear()
         os.environ.update(request["env"])
-        from .__main__ import __file__ as main_file, main
+        from .__main__ import COMMANDS, __file__ as main_file, main
 
         sys.argv = [main_file, *request["argv"]]
+        with contextlib.suppress(OSError), open("/proc/self/comm", "w") as name:  # what top and ps -e show
+            name.write("studio " + next((word for word in request["argv"] if word in COMMANDS), "job"))
         code = main(request["argv"])
     except SystemExit as exit:  # argparse's usage errors, sys.exit("message")
         if isinstance(exit.code, int) or exit.code is None:

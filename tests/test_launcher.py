@@ -2,12 +2,20 @@
 a fresh child would have, in a session of its own. (The training tests run their CPU children through it too.)"""
 import os
 import signal
+import time
 
 import pytest
 
 from studio.config import TrainConfig
 from studio.launcher import Launcher
 from studio.runs import create_run
+
+
+def wait_until(condition, timeout=10):
+    deadline = time.time() + timeout
+    while not condition():
+        assert time.time() < deadline, "timed out"
+        time.sleep(0.05)
 
 
 @pytest.fixture()
@@ -30,11 +38,12 @@ def test_a_warm_child_runs_the_command_with_its_environment_and_log(launcher, wo
     assert wrong.wait() == 2 and "invalid choice: 'no-such-command'" in log.read_text()
 
 
-def test_a_warm_child_leads_its_own_session_and_its_killing_is_reported(launcher, tmp_path):
+def test_a_warm_child_leads_its_own_session_is_named_for_its_command_and_its_killing_is_reported(launcher, tmp_path):
     blocked = tmp_path / "rows.jsonl"
     os.mkfifo(blocked)  # reading it waits for a writer that never comes
     child = launcher.start(["data", "inspect", str(blocked)], dict(os.environ), tmp_path / "child.log", tmp_path)
     assert os.getsid(child.pid) == child.pid != os.getsid(0)
+    wait_until(lambda: open(f"/proc/{child.pid}/comm").read() == "studio data\n")  # as top names it
     os.killpg(child.pid, signal.SIGKILL)
     assert child.wait() == -signal.SIGKILL
 
