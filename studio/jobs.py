@@ -27,6 +27,10 @@ class NotAllowed(PermissionError):
     """Someone tried to stop or delete a run that is not theirs."""
 
 
+class JobNotStarted(RuntimeError):
+    """No child process could be started for a job (or whether one was is unknown)."""
+
+
 def pid_alive(pid: int | None) -> bool:
     if not pid:
         return False
@@ -270,14 +274,21 @@ class JobQueue:
         work = self._run_child if kind == "train" else self._run_evaluation
         if kind == "eval":  # running from now: the next look at the queue must not start it again
             run.set_status(evaluation={**run.evaluation, "state": "running", "started": time.time()})
-        thread = threading.Thread(target=self._supervise, args=(work, run, devices), name=f"job-{run.id}",
+        thread = threading.Thread(target=self._supervise, args=(work, run, devices, kind), name=f"job-{run.id}",
                                   daemon=True)
         self._threads.append(thread)
         thread.start()
 
-    def _supervise(self, work, run: Run, devices: list[str]) -> None:
+    def _supervise(self, work, run: Run, devices: list[str], kind: str) -> None:
         try:
             work(run, devices)
+        except JobNotStarted as error:  # said on the run, and not tried again by itself
+            message = Message("This job could not be started: {error}", error=str(error))
+            if kind == "train":
+                run.set_status(state="failed", message=message, pid=None, ended=time.time())
+            else:
+                run.set_status(evaluation={**run.evaluation, "state": "failed", **fields(message),
+                                           "ended": time.time()})
         finally:
             with self._wake:
                 for device in devices:
@@ -286,21 +297,23 @@ class JobQueue:
                 self._wake.notify_all()
 
     def _spawn(self, run: Run, command: list[str], devices: list[str]) -> subprocess.Popen | WarmChild:
-        """A child on the run's devices, writing to its log; on the CPU a studio command starts warm."""
+        """A child on the run's devices, writing to its log; on the CPU a studio command starts warm.
+        JobNotStarted when there is no child to watch."""
         env = child_env(devices)
         root = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
-        if not any(devices) and command[:3] == [sys.executable, "-m", "studio"]:
-            try:
-                child = shared_launcher(env).start(command[3:], env, run.log_path, root)
-            except RuntimeError as error:  # started afresh instead, as on a GPU
-                print(f"{error} Starting {run.id} afresh.", file=sys.stderr)
+        warm = not any(devices) and command[:3] == [sys.executable, "-m", "studio"]
+        try:
+            if warm and (child := shared_launcher(env).start(command[3:], env, run.log_path, root)):  # or afresh
+                if self._closing:  # the app closed while the helper was still importing
+                    _kill(child)
             else:
-                self._children[run.id] = child
-                return child
-        with open(run.log_path, "ab") as log:
-            # A session of its own, so a hard stop ends every process of a multi-GPU run, not only the launcher.
-            child = subprocess.Popen(command, stdout=log, stderr=subprocess.STDOUT, env=env, start_new_session=True,
-                                     cwd=root)
+                with open(run.log_path, "ab") as log:
+                    # A session of its own, so a hard stop ends every process of a multi-GPU run, not only the
+                    # launcher.
+                    child = subprocess.Popen(command, stdout=log, stderr=subprocess.STDOUT, env=env,
+                                             start_new_session=True, cwd=root)
+        except (OSError, RuntimeError) as error:
+            raise JobNotStarted(error) from error
         self._children[run.id] = child
         return child
 

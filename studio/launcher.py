@@ -7,7 +7,9 @@ which imported those libraries once and forks a child per command (as PyTorch's 
 Only on the CPU: a process must not fork once CUDA is initialised, and a GPU run takes minutes anyway.
 
 The helper reads a JSON line per command on its stdin and answers on its stdout: {"id", "pid"} when the child
-started and {"pid", "code"} when it ended (code as subprocess says it: negative for a signal).
+started and {"pid", "code"} when it ended (code as subprocess says it: negative for a signal). A child gets the
+environment asked for, but what a library reads from the environment when it is imported (thread counts,
+huggingface_hub's settings) is the helper's: the app's environment when its queue started, as for every job.
 """
 from __future__ import annotations
 
@@ -61,9 +63,10 @@ class Launcher:
         self._next_id = 0
         threading.Thread(target=self._read_answers, name="launcher-answers", daemon=True).start()
 
-    def start(self, argv: list[str], env: dict[str, str], log_path: str, cwd: str) -> WarmChild:
-        """`python -m studio ARGV` in a warm child, with this environment, its output appended to the log.
-        The first call waits while the helper imports (what a fresh child would have spent anyway)."""
+    def start(self, argv: list[str], env: dict[str, str], log_path: str, cwd: str) -> WarmChild | None:
+        """`python -m studio ARGV` in a warm child, with this environment, its output appended to the log; None
+        when the helper had stopped before it was asked (the job may start afresh). The first call waits while
+        the helper imports (what a fresh child would have spent anyway)."""
         with self._lock:
             self._next_id += 1
             asked = self._asked[self._next_id] = [threading.Event(), None]
@@ -72,38 +75,45 @@ class Launcher:
                 self._helper.stdin.write(json.dumps(request).encode() + b"\n")
                 self._helper.stdin.flush()
             except (BrokenPipeError, ValueError):
-                raise RuntimeError("The launcher of CPU jobs has stopped.") from None
-        # No time limit: a job the helper may still start must not be started a second time elsewhere.
+                del self._asked[self._next_id]
+                return None
+        # No time limit, and no second start elsewhere: a job the helper has taken may be running.
         asked[0].wait()
         if asked[1] is None:
-            raise RuntimeError("The launcher of CPU jobs stopped before it started the job.")
+            raise RuntimeError("the helper that starts CPU jobs stopped while starting it, and it may have started "
+                               "all the same: look for it (top shows it as 'studio train') before you resume it")
         return asked[1]
 
     def close(self) -> None:
         """Stop the helper; children it started go on (the queue kills those it means to)."""
         if self._helper.stdin and not self._helper.stdin.closed:
             self._helper.stdin.close()
-        self._helper.wait(timeout=30)
+        try:
+            self._helper.wait(timeout=30)
+        except subprocess.TimeoutExpired:
+            self._helper.kill()
 
     def alive(self) -> bool:
         return self._helper.poll() is None
 
     def _read_answers(self) -> None:
-        for line in self._helper.stdout:
-            answer = json.loads(line)
-            with self._lock:
-                if "id" in answer:
-                    asked = self._asked.pop(answer["id"])
-                    asked[1] = self._children[answer["pid"]] = WarmChild(answer["pid"])
+        try:
+            for line in self._helper.stdout:
+                answer = json.loads(line)
+                with self._lock:
+                    if "id" in answer:
+                        asked = self._asked.pop(answer["id"])
+                        asked[1] = self._children[answer["pid"]] = WarmChild(answer["pid"])
+                        asked[0].set()
+                    elif child := self._children.pop(answer["pid"], None):
+                        child._end(answer["code"])
+        finally:
+            with self._lock:  # the helper is gone: no request is answered now, and no exit code
+                for asked in self._asked.values():
                     asked[0].set()
-                elif child := self._children.pop(answer["pid"], None):
-                    child._end(answer["code"])
-        with self._lock:  # the helper is gone: no request is answered now, and no exit code
-            for asked in self._asked.values():
-                asked[0].set()
-            orphans, self._children = list(self._children.values()), {}
-        for child in orphans:
-            threading.Thread(target=_watch_orphan, args=(child,), daemon=True).start()
+                orphans, self._children = list(self._children.values()), {}
+            for child in orphans:
+                threading.Thread(target=_watch_orphan, args=(child,), daemon=True).start()
 
 
 def _watch_orphan(child: WarmChild) -> None:
@@ -165,9 +175,7 @@ def _run_child(request: dict, keep_closed: list[int], in_session: int) -> None:
         traceback.print_exc()
     finally:
         try:
-            import logging
-
-            logging.shutdown()
+            atexit._run_exitfuncs()  # what an interpreter's exit runs (logging's flush, libraries' clean-ups)
             for stream in (sys.stdout, sys.stderr):
                 stream.flush()
         finally:
@@ -182,7 +190,12 @@ def serve(preload: list[str]) -> None:
     answers = os.dup(1)
     os.dup2(2, 1)  # a library's print at import goes to stderr, not into the answers
     for module in preload:
-        importlib.import_module(module)
+        try:
+            importlib.import_module(module)
+        except Exception:  # a child importing it fails and says why in its log, as a fresh one would
+            import traceback
+
+            traceback.print_exc()
 
     def answer(message: dict) -> None:
         os.write(answers, json.dumps(message).encode() + b"\n")
@@ -194,6 +207,11 @@ def serve(preload: list[str]) -> None:
             if not chunk:
                 return  # the app has gone: its children go on in their sessions
             pending += chunk
+            while select.select([0], [], [], 0)[0]:  # all that is there: the app may have closed meanwhile
+                chunk = os.read(0, 1 << 16)
+                if not chunk:
+                    return  # closed while we imported: what it asked for is not started now
+                pending += chunk
             while b"\n" in pending:
                 line, pending = pending.split(b"\n", 1)
                 request = json.loads(line)

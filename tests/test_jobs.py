@@ -228,3 +228,16 @@ def test_a_cpu_child_sees_no_gpu_and_a_gpu_child_only_its_own():
     cpu, gpus = child_env([""]), child_env(["0", "2"])
     assert cpu["CUDA_VISIBLE_DEVICES"] == "" and cpu["TORCHDYNAMO_DISABLE"] == "1"  # `--gpus none` means the CPU
     assert gpus["CUDA_VISIBLE_DEVICES"] == "0,2" and gpus["CUDA_DEVICE_ORDER"] == "PCI_BUS_ID"
+
+
+def test_a_job_that_cannot_be_started_fails_and_says_why_instead_of_being_tried_again(workspace, monkeypatch):
+    from studio import jobs
+
+    monkeypatch.setattr(jobs, "train_command", lambda *_args, **_kw: ["/no/such/python", "-m", "studio"])
+    run = create_run(workspace, TrainConfig(dataset="d"), owner="ana")
+    queue = JobQueue(workspace, devices=[""], poll=0.05)
+    try:
+        assert queue.wait(run.id, timeout=30) == "failed"
+        assert "This job could not be started: [Errno 2] No such file or directory" in run.status()["message"]
+    finally:
+        queue.close()
