@@ -64,7 +64,7 @@ def main() -> None:
     ready = create_run(workspace, TrainConfig(dataset="d"))  # a first command returns once the imports are done
     launcher.start(["--workspace", str(workspace.root), "runs"], env, ready.log_path, ROOT).wait()
     helper_ready_s = time.time() - began
-    helper_rss_mb = int(Path(f"/proc/{launcher._helper.pid}/status").read_text().split("VmRSS:")[1].split()[0]) // 1024
+    helper_rss_mb = int(Path(f"/proc/{launcher.pid}/status").read_text().split("VmRSS:")[1].split()[0]) // 1024
 
     results = {"fresh": [], "warm": []}
     for _ in range(args.repeats):

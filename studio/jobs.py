@@ -17,7 +17,7 @@ import time
 
 from .config import TrainConfig
 from .gpu import MemorySampler, survey_gpus
-from .launcher import WarmChild, shared_launcher
+from .launcher import LauncherClosed, WarmChild, shared_launcher
 from .messages import Message, fields, text_of
 from .runs import ACTIVE, LOCAL_USER, Run, create_run, find_run, list_runs, state_word
 from .workspace import Workspace
@@ -283,6 +283,8 @@ class JobQueue:
         try:
             work(run, devices)
         except JobNotStarted as error:  # said on the run, and not tried again by itself
+            if self._closing or isinstance(error.__cause__, LauncherClosed):
+                return  # the app is ending: the job waits for its next start
             message = Message("This job could not be started: {error}", error=str(error))
             if kind == "train":
                 run.set_status(state="failed", message=message, pid=None, ended=time.time())

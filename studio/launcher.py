@@ -30,6 +30,10 @@ TRAINER_LIBRARIES = ("torch", "transformers", "peft", "trl", "datasets", "bitsan
                      "studio.evaluation.cli")
 
 
+class LauncherClosed(RuntimeError):
+    """The launcher was closed (the app is ending) before it started the job: the job did not start."""
+
+
 class WarmChild:
     """A child the helper forked: what the queue uses of subprocess.Popen (its pid, wait for its exit code).
     It leads a session of its own, so killing its process group ends it."""
@@ -61,6 +65,7 @@ class Launcher:
         self._asked: dict[int, list] = {}  # request id -> [event, WarmChild]
         self._children: dict[int, WarmChild] = {}  # pid -> child still running
         self._next_id = 0
+        self.closed = False  # by close(): the app is ending
         threading.Thread(target=self._read_answers, name="launcher-answers", daemon=True).start()
 
     def start(self, argv: list[str], env: dict[str, str], log_path: str, cwd: str) -> WarmChild | None:
@@ -68,6 +73,8 @@ class Launcher:
         when the helper had stopped before it was asked (the job may start afresh). The first call waits while
         the helper imports (what a fresh child would have spent anyway)."""
         with self._lock:
+            if self.closed:
+                raise LauncherClosed("the app is closing")
             self._next_id += 1
             asked = self._asked[self._next_id] = [threading.Event(), None]
             request = {"id": self._next_id, "argv": argv, "env": env, "log": str(log_path), "cwd": str(cwd)}
@@ -79,6 +86,8 @@ class Launcher:
                 return None
         # No time limit, and no second start elsewhere: a job the helper has taken may be running.
         asked[0].wait()
+        if asked[1] is None and self.closed:
+            raise LauncherClosed("the app is closing")  # the helper forks nothing once told to stop
         if asked[1] is None:
             raise RuntimeError("the helper that starts CPU jobs stopped while starting it, and it may have started "
                                "all the same: look for it (top shows it as 'studio train') before you resume it")
@@ -86,12 +95,19 @@ class Launcher:
 
     def close(self) -> None:
         """Stop the helper; children it started go on (the queue kills those it means to)."""
-        if self._helper.stdin and not self._helper.stdin.closed:
+        with self._lock:
+            self.closed = True
+        with contextlib.suppress(BrokenPipeError):  # a helper that died leaves a request unsent
             self._helper.stdin.close()
         try:
             self._helper.wait(timeout=30)
         except subprocess.TimeoutExpired:
             self._helper.kill()
+
+    @property
+    def pid(self) -> int:
+        """The helper's process id."""
+        return self._helper.pid
 
     def alive(self) -> bool:
         return self._helper.poll() is None
@@ -130,10 +146,11 @@ _shared_lock = threading.Lock()
 
 def shared_launcher(env: dict[str, str]) -> Launcher:
     """The app's one helper, started at the first call (a queue with the CPU among its devices makes it when it
-    starts, so the imports are done by the time someone trains). A helper that died is started again."""
+    starts, so the imports are done by the time someone trains). A helper that died is started again; one closed
+    as the app ends is not."""
     global _shared
     with _shared_lock:
-        if _shared is None or not _shared.alive():
+        if _shared is None or not (_shared.alive() or _shared.closed):
             _shared = Launcher(env=env)
             atexit.register(_shared.close)
         return _shared

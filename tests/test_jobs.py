@@ -2,6 +2,7 @@
 import os
 import subprocess
 import sys
+import time
 
 import pytest
 
@@ -239,5 +240,23 @@ def test_a_job_that_cannot_be_started_fails_and_says_why_instead_of_being_tried_
     try:
         assert queue.wait(run.id, timeout=30) == "failed"
         assert "This job could not be started: [Errno 2] No such file or directory" in run.status()["message"]
+    finally:
+        queue.close()
+
+
+def test_a_run_starting_while_the_app_closes_waits_for_the_next_start(workspace, monkeypatch, tmp_path):
+    from studio import jobs
+    from studio.launcher import Launcher
+
+    (tmp_path / "slow_library.py").write_text("import time\ntime.sleep(3)\n")
+    importing = Launcher(preload=("slow_library",), env={**os.environ, "PYTHONPATH": str(tmp_path)})
+    monkeypatch.setattr(jobs, "shared_launcher", lambda env: importing)
+    run = create_run(workspace, TrainConfig(dataset="d"), owner="ana")
+    queue = JobQueue(workspace, devices=[""], poll=0.05)
+    try:
+        time.sleep(1)  # the run is asked of the helper, still importing, when the app ends
+        importing.close()
+        time.sleep(0.5)
+        assert run.state == "queued" and not run.log_path.exists()  # not failed, not started: it waits
     finally:
         queue.close()
