@@ -62,7 +62,7 @@ def main() -> None:
     began = time.time()
     launcher = Launcher(env=env)
     ready = create_run(workspace, TrainConfig(dataset="d"))  # a first command returns once the imports are done
-    launcher.start(["--workspace", str(workspace.root), "runs"], env, ready.log_path, ROOT).wait()
+    launcher.start(["--workspace", str(workspace.root), "runs"], env, ready.log_path).wait()
     helper_ready_s = time.time() - began
     helper_rss_mb = int(Path(f"/proc/{launcher.pid}/status").read_text().split("VmRSS:")[1].split()[0]) // 1024
 
@@ -77,7 +77,7 @@ def main() -> None:
         results["fresh"].append(timed(fresh, run))
         run = new_run()
         command = train_command(workspace, run)[3:]
-        results["warm"].append(timed(lambda: launcher.start(command, env, run.log_path, ROOT), run))
+        results["warm"].append(timed(lambda: launcher.start(command, env, run.log_path), run))
     launcher.close()
 
     def median(kind: str, key: str) -> float:

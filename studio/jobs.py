@@ -17,7 +17,7 @@ import time
 
 from .config import TrainConfig
 from .gpu import MemorySampler, survey_gpus
-from .launcher import LauncherClosed, WarmChild, shared_launcher
+from .launcher import ROOT, LauncherClosed, WarmChild, shared_launcher
 from .messages import Message, fields, text_of
 from .runs import ACTIVE, LOCAL_USER, Run, create_run, find_run, list_runs, state_word
 from .workspace import Workspace
@@ -302,18 +302,16 @@ class JobQueue:
         """A child on the run's devices, writing to its log; on the CPU a studio command starts warm.
         JobNotStarted when there is no child to watch."""
         env = child_env(devices)
-        root = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
         warm = not any(devices) and command[:3] == [sys.executable, "-m", "studio"]
         try:
-            if warm and (child := shared_launcher(env).start(command[3:], env, run.log_path, root)):  # or afresh
+            if warm and (child := shared_launcher(env).start(command[3:], env, run.log_path)):  # or afresh
                 if self._closing:  # the app closed while the helper was still importing
                     _kill(child)
             else:
                 with open(run.log_path, "ab") as log:
-                    # A session of its own, so a hard stop ends every process of a multi-GPU run, not only the
-                    # launcher.
+                    # A session of its own, so a hard stop ends every process of a multi-GPU run too.
                     child = subprocess.Popen(command, stdout=log, stderr=subprocess.STDOUT, env=env,
-                                             start_new_session=True, cwd=root)
+                                             start_new_session=True, cwd=ROOT)
         except (OSError, RuntimeError) as error:
             raise JobNotStarted(error) from error
         self._children[run.id] = child

@@ -24,6 +24,8 @@ import sys
 import threading
 import time
 
+# The folder holding the studio package: the helper and its children run there, so `-m studio` finds it.
+ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 # What a training or report-card child imports before its first row: the helper imports them once.
 TRAINER_LIBRARIES = ("torch", "transformers", "peft", "trl", "datasets", "bitsandbytes", "studio.__main__",
                      "studio.training.cli", "studio.training.trainer", "studio.training.preference",
@@ -58,8 +60,7 @@ class Launcher:
     their pids instead, their exit codes lost (reported as 1)."""
 
     def __init__(self, preload: tuple[str, ...] = TRAINER_LIBRARIES, env: dict[str, str] | None = None):
-        root = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
-        self._helper = subprocess.Popen([sys.executable, "-m", "studio.launcher", *preload], cwd=root, env=env,
+        self._helper = subprocess.Popen([sys.executable, "-m", "studio.launcher", *preload], cwd=ROOT, env=env,
                                         stdin=subprocess.PIPE, stdout=subprocess.PIPE)
         self._lock = threading.Lock()
         self._asked: dict[int, list] = {}  # request id -> [event, WarmChild]
@@ -68,7 +69,7 @@ class Launcher:
         self.closed = False  # by close(): the app is ending
         threading.Thread(target=self._read_answers, name="launcher-answers", daemon=True).start()
 
-    def start(self, argv: list[str], env: dict[str, str], log_path: str, cwd: str) -> WarmChild | None:
+    def start(self, argv: list[str], env: dict[str, str], log_path: str) -> WarmChild | None:
         """`python -m studio ARGV` in a warm child, with this environment, its output appended to the log; None
         when the helper had stopped before it was asked (the job may start afresh). The first call waits while
         the helper imports (what a fresh child would have spent anyway)."""
@@ -77,7 +78,7 @@ class Launcher:
                 raise LauncherClosed("the app is closing")
             self._next_id += 1
             asked = self._asked[self._next_id] = [threading.Event(), None]
-            request = {"id": self._next_id, "argv": argv, "env": env, "log": str(log_path), "cwd": str(cwd)}
+            request = {"id": self._next_id, "argv": argv, "env": env, "log": str(log_path)}
             try:
                 self._helper.stdin.write(json.dumps(request).encode() + b"\n")
                 self._helper.stdin.flush()
@@ -172,7 +173,6 @@ def _run_child(request: dict, keep_closed: list[int], in_session: int) -> None:
         os.dup2(log, 1)
         os.dup2(log, 2)
         os.close(log)
-        os.chdir(request["cwd"])
         os.environ.clear()
         os.environ.update(request["env"])
         from .__main__ import COMMANDS, __file__ as main_file, main

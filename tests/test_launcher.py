@@ -40,17 +40,17 @@ def test_a_warm_child_runs_the_command_with_its_environment_and_log(launcher, wo
     log = tmp_path / "child.log"
     log.write_text("kept\n")
     env = {**os.environ, "STUDIO_WORKSPACE": str(workspace.root)}  # the workspace comes from the environment
-    child = launcher.start(["runs"], env, log, tmp_path)
+    child = launcher.start(["runs"], env, log)
     assert child.wait() == 0
     assert log.read_text().startswith("kept\n") and run.id in log.read_text()
 
-    wrong = launcher.start(["no-such-command"], env, log, tmp_path)
+    wrong = launcher.start(["no-such-command"], env, log)
     assert wrong.wait() == 2 and "invalid choice: 'no-such-command'" in log.read_text()
 
 
 def test_a_warm_child_leads_its_own_session_is_named_for_its_command_and_its_killing_is_reported(
         launcher, workspace, tmp_path):
-    child = launcher.start(blocking_runs(workspace), dict(os.environ), tmp_path / "child.log", tmp_path)
+    child = launcher.start(blocking_runs(workspace), dict(os.environ), tmp_path / "child.log")
     assert os.getsid(child.pid) == child.pid != os.getsid(0)
     wait_until(lambda: open(f"/proc/{child.pid}/comm").read() == "studio runs\n")  # as top names it
     time.sleep(0.3)
@@ -60,13 +60,13 @@ def test_a_warm_child_leads_its_own_session_is_named_for_its_command_and_its_kil
 
 
 def test_when_the_launcher_dies_its_child_is_still_watched(launcher, workspace, tmp_path):
-    child = launcher.start(blocking_runs(workspace), dict(os.environ), tmp_path / "child.log", tmp_path)
+    child = launcher.start(blocking_runs(workspace), dict(os.environ), tmp_path / "child.log")
     os.kill(launcher.pid, signal.SIGKILL)  # as the out-of-memory killer would
     wait_until(lambda: not launcher.alive())
     assert child.returncode is None
     os.killpg(child.pid, signal.SIGKILL)
     assert child.wait() == 1  # its exit code went with the launcher; its end did not
-    assert launcher.start(["runs"], dict(os.environ), tmp_path / "child.log", tmp_path) is None  # start it afresh
+    assert launcher.start(["runs"], dict(os.environ), tmp_path / "child.log") is None  # start it afresh
 
 
 def test_what_was_asked_while_the_launcher_imported_is_not_started_once_the_app_closed(workspace, tmp_path):
@@ -76,7 +76,7 @@ def test_what_was_asked_while_the_launcher_imported_is_not_started_once_the_app_
 
     def ask():
         with pytest.raises(LauncherClosed):  # so the queue leaves it waiting for the next start
-            launcher.start(["runs"], dict(os.environ), tmp_path / "child.log", tmp_path)
+            launcher.start(["runs"], dict(os.environ), tmp_path / "child.log")
         refused.append(True)
 
     thread = threading.Thread(target=ask)
@@ -91,8 +91,7 @@ def test_what_was_asked_while_the_launcher_imported_is_not_started_once_the_app_
 def test_a_library_that_fails_to_import_leaves_the_launcher_working(workspace, tmp_path):
     launcher = Launcher(preload=("no_such_library_here",))
     try:
-        child = launcher.start(["--workspace", str(workspace.root), "runs"], dict(os.environ), tmp_path / "log",
-                               tmp_path)
+        child = launcher.start(["--workspace", str(workspace.root), "runs"], dict(os.environ), tmp_path / "log")
         assert child.wait() == 0
     finally:
         launcher.close()
