@@ -285,7 +285,8 @@ class JobQueue:
         except JobNotStarted as error:  # said on the run, and not tried again by itself
             if self._closing or isinstance(error.__cause__, LauncherClosed):
                 return  # the app is ending: the job waits for its next start
-            message = Message("This job could not be started: {error}", error=str(error))
+            message = Message("This job could not be started: {error}. Try again with Resume (Evaluate for a report "
+                              "card); if it fails again, show this message to the administrator.", error=str(error))
             if kind == "train":
                 run.set_status(state="failed", message=message, pid=None, ended=time.time())
             else:
